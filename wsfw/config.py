@@ -1,0 +1,200 @@
+"""The configuration model: frozen values, built only by ``wsfw.config_ini``.
+
+Every value here is immutable so that a running connection can hold the config
+it started with while a reload (later) swaps in a new one. ``__init__`` stays
+dumb: parsing and validation live in the loader, which reports every problem at
+once instead of failing on the first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+
+MODES = ("block", "detect", "off")
+COMPRESSION = ("off", "client", "upstream", "both")
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+@attrs.frozen
+class Settings:
+    """``[wsfw]``: daemon-wide behaviour."""
+
+    on_inspection_error: str = "close"
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    expose_reason: bool = False
+
+    def is_trusted_proxy(self, address: str) -> bool:
+        """Whether ``X-Forwarded-*`` headers from ``address`` may be kept and extended."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted_proxies)
+
+
+@attrs.frozen
+class Listener:
+    """``[listen:NAME]``: one public socket, given as a Twisted endpoint string."""
+
+    name: str
+    endpoint: str
+
+    @property
+    def is_tls(self) -> bool:
+        return self.endpoint.split(":", 1)[0] == "ssl"
+
+
+@attrs.frozen
+class UpstreamTLS:
+    """Trust and identity used when dialling a ``wss://`` or ``https://`` upstream."""
+
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    server_name: str | None = None
+
+
+@attrs.frozen
+class Upstream:
+    """Where one side of a route goes: scheme, host, port and base path."""
+
+    secure: bool
+    host: str
+    port: int
+    path: str
+
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+@attrs.frozen
+class Route:
+    """``[route:NAME]``: which requests go where.
+
+    A request matches on ``host`` (exact, or ``*.example.com`` for subdomains)
+    and the longest ``path`` prefix. ``upstream`` is the WebSocket side,
+    ``http_upstream`` the origin for plain HTTP on the same route (polling
+    fallbacks, negotiate calls, the app's pages).
+    """
+
+    name: str
+    path: str
+    upstream_url: str
+    ws: Upstream
+    http: Upstream
+    host: str | None = None
+    tls: UpstreamTLS = UpstreamTLS()
+    preserve_host: bool = False
+    websocket: bool = True
+    http_enabled: bool = True
+
+    def matches_host(self, host: str) -> bool:
+        if self.host is None:
+            return True
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:]) and len(host) > len(self.host) - 1
+        return host == self.host
+
+    def upstream_path(self, request_path: str, base: Upstream) -> str:
+        """Map a request path onto the upstream, like nginx's ``proxy_pass`` with a URI.
+
+        With no base path on the upstream the request path is forwarded
+        unchanged; with one, the matched route prefix is replaced by it.
+        """
+        if base.path in ("", "/"):
+            return request_path
+        rest = request_path[len(self.path):]
+        if base.path.endswith("/") and rest.startswith("/"):
+            rest = rest[1:]
+        return base.path + rest
+
+
+@attrs.frozen
+class Limits:
+    """``[limits]``: hard caps that apply in every mode."""
+
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_frame_bytes: int = 16 * 1024 * 1024
+    max_frames_per_message: int = 100_000
+    max_http_body_bytes: int = 1024 * 1024
+    max_connections: int = 0
+    compression: str = "off"
+
+    @property
+    def compress_client(self) -> bool:
+        return self.compression in ("client", "both")
+
+    @property
+    def compress_upstream(self) -> bool:
+        return self.compression in ("upstream", "both")
+
+
+@attrs.frozen
+class Timeouts:
+    """``[timeouts]``: every duration in seconds; 0 turns an optional one off."""
+
+    connect: float = 5.0
+    open_handshake: float = 10.0
+    close_handshake: float = 1.0
+    idle: float = 0.0
+    auto_ping_interval: float = 0.0
+    auto_ping_timeout: float = 10.0
+    request_head: float = 10.0
+    upstream_response: float = 60.0
+    shutdown_drain: float = 10.0
+
+
+@attrs.frozen
+class LogConfig:
+    """``[log]``: what wsfw itself says, and where its JSON event stream goes."""
+
+    level: str = "info"
+    connections: bool = True
+    json_file: str | None = None
+
+
+@attrs.frozen
+class Config:
+    """A whole validated configuration."""
+
+    path: str
+    listeners: tuple[Listener, ...]
+    routes: tuple[Route, ...]
+    settings: Settings = Settings()
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
+    log: LogConfig = LogConfig()
+
+    def match_route(self, host: str | None, path: str) -> Route | None:
+        """The route for a request: host-specific routes first, then longest prefix.
+
+        This is nginx's order (server by name, then location by prefix), so
+        operators can predict it without reading code.
+        """
+        host = normalise_host(host)
+        candidates = [r for r in self.routes if r.host is not None and r.matches_host(host)]
+        if not any(path.startswith(r.path) for r in candidates):
+            candidates = [r for r in self.routes if r.host is None]
+        best = None
+        for route in candidates:
+            if path.startswith(route.path) and (best is None or len(route.path) > len(best.path)):
+                best = route
+        return best
+
+
+def normalise_host(host: str | bytes | None) -> str:
+    """Lower-case host name without port, for matching ``Host`` against routes."""
+    if host is None:
+        return ""
+    if isinstance(host, bytes):
+        host = host.decode("latin-1")
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")

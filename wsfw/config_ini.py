@@ -1,0 +1,333 @@
+"""Load an ini file into a frozen :class:`wsfw.config.Config`, or fail with every problem.
+
+The loader is strict on purpose: an unknown key is far more often a typo that
+silently disables a protection than a forward-compatible setting, so it is an
+error (with the nearest known key suggested). Every problem is collected with
+file, section and key, and raised once as :class:`wsfw.errors.ConfigError`
+before anything binds a socket.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import ipaddress
+import re
+from typing import Callable
+from urllib.parse import urlsplit
+
+from twisted.internet.testing import MemoryReactor
+
+from wsfw import endpoints
+from wsfw.config import (
+    COMPRESSION,
+    LOG_LEVELS,
+    Config,
+    Limits,
+    Listener,
+    LogConfig,
+    Route,
+    Settings,
+    Timeouts,
+    Upstream,
+    UpstreamTLS,
+)
+from wsfw.errors import ConfigError, Problem
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.I)
+_SIZE_UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.I)
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+#: Keys each section accepts. The named constructors below read exactly these.
+SECTION_KEYS = {
+    "wsfw": ("on_inspection_error", "trusted_proxies", "expose_reason"),
+    "listen": ("endpoint",),
+    "route": ("host", "path", "upstream", "http_upstream", "ca_file", "client_cert", "client_key",
+              "server_name", "preserve_host", "websocket", "http"),
+    "limits": ("max_message_bytes", "max_frame_bytes", "max_frames_per_message", "max_http_body_bytes",
+               "max_connections", "compression"),
+    "timeouts": ("connect", "open_handshake", "close_handshake", "idle", "auto_ping_interval",
+                 "auto_ping_timeout", "request_head", "upstream_response", "shutdown_drain"),
+    "log": ("level", "connections", "json_file"),
+}
+
+
+class _Section:
+    """Typed reads from one section; each bad value becomes a Problem, never an exception."""
+
+    def __init__(self, loader: "_Loader", name: str, kind: str):
+        self.loader = loader
+        self.name = name
+        self.items = dict(loader.parser.items(name)) if loader.parser.has_section(name) else {}
+        allowed = SECTION_KEYS[kind]
+        for key in self.items:
+            if key not in allowed:
+                near = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else f" (known keys: {', '.join(allowed)})"
+                self.problem(key, f"unknown key{hint}")
+
+    def problem(self, key: str | None, message: str) -> None:
+        self.loader.problems.append(Problem(self.loader.path, self.name, key, message))
+
+    def _get(self, key: str, default, convert: Callable, expected: str):
+        raw = self.items.get(key)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return convert(raw.strip())
+        except (ValueError, KeyError):
+            self.problem(key, f"{raw.strip()!r} is not {expected}")
+            return default
+
+    def str(self, key: str, default: str | None = None) -> str | None:
+        return self._get(key, default, str, "a string")
+
+    def required(self, key: str) -> str | None:
+        value = self.str(key)
+        if value is None:
+            self.problem(key, "is required")
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self._get(key, default, str.lower, "a string")
+        if value not in choices:
+            self.problem(key, f"{value!r} is not one of {', '.join(choices)}")
+            return default
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        return self._get(key, default, lambda v: _BOOLEANS[v.lower()], "yes or no")
+
+    def size(self, key: str, default: int) -> int:
+        def convert(v):
+            m = _SIZE.match(v)
+            if not m:
+                raise ValueError(v)
+            return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower() if m.group(2) else None]
+        return self._get(key, default, convert, "a size in bytes (e.g. 1048576, 64KiB, 16MiB)")
+
+    def count(self, key: str, default: int) -> int:
+        value = self._get(key, default, int, "a whole number")
+        if value < 0:
+            self.problem(key, "must not be negative")
+            return default
+        return value
+
+    def duration(self, key: str, default: float) -> float:
+        def convert(v):
+            m = _DURATION.match(v)
+            if not m:
+                raise ValueError(v)
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower() if m.group(2) else None]
+        return self._get(key, default, convert, "a duration in seconds (e.g. 5, 0.5, 250ms, 2m)")
+
+
+class _Loader:
+    def __init__(self, path: str, text: str | None = None):
+        self.path = path
+        self.problems: list[Problem] = []
+        self.parser = configparser.ConfigParser(
+            interpolation=None, strict=True, inline_comment_prefixes=(";", "#"), default_section="\0none"
+        )
+        try:
+            if text is None:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+            self.parser.read_string(text, source=path)
+        except OSError as e:
+            self.problems.append(Problem(path, None, None, f"cannot read: {e.strerror or e}"))
+        except UnicodeDecodeError as e:
+            self.problems.append(Problem(path, None, None, f"not UTF-8 text: {e}"))
+        except configparser.Error as e:
+            self.problems.append(Problem(path, None, None, _parser_message(e)))
+
+    def fail_if_problems(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+
+    def load(self) -> Config:
+        self.fail_if_problems()
+        listeners, routes = [], []
+        for name in self.parser.sections():
+            kind, _, label = name.partition(":")
+            if kind in ("listen", "route"):
+                if not _NAME.match(label):
+                    self.problems.append(Problem(self.path, name, None,
+                                                 f"needs a name of letters, digits, '.', '_' or '-', e.g. [{kind}:public]"))
+                    continue
+                section = _Section(self, name, kind)
+                (listeners if kind == "listen" else routes).append(
+                    self.listener(section, label) if kind == "listen" else self.route(section, label))
+            elif name not in SECTION_KEYS or name in ("listen", "route"):
+                near = difflib.get_close_matches(name, ["wsfw", "limits", "timeouts", "log", "listen:NAME", "route:NAME"], n=1)
+                hint = f" (did you mean [{near[0]}]?)" if near else ""
+                self.problems.append(Problem(self.path, name, None, f"unknown section{hint}"))
+        if not listeners:
+            self.problems.append(Problem(self.path, None, None, "no [listen:NAME] section: wsfw would accept nothing"))
+        if not routes:
+            self.problems.append(Problem(self.path, None, None, "no [route:NAME] section: wsfw would forward nothing"))
+        settings = self.settings(_Section(self, "wsfw", "wsfw"))
+        limits = self.limits(_Section(self, "limits", "limits"))
+        timeouts = self.timeouts(_Section(self, "timeouts", "timeouts"))
+        log = self.log(_Section(self, "log", "log"))
+        self.check_routes_unique([r for r in routes if r is not None])
+        self.fail_if_problems()
+        return Config(path=self.path, listeners=tuple(listeners), routes=tuple(routes), settings=settings,
+                      limits=limits, timeouts=timeouts, log=log)
+
+    # -- sections ---------------------------------------------------------
+
+    def settings(self, s: _Section) -> Settings:
+        proxies = []
+        for item in (s.str("trusted_proxies") or "").replace(",", " ").split():
+            try:
+                proxies.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                s.problem("trusted_proxies", f"{item!r} is not an IP address or CIDR network")
+        return Settings(
+            on_inspection_error=s.choice("on_inspection_error", "close", ("close", "allow")),
+            trusted_proxies=tuple(proxies),
+            expose_reason=s.bool("expose_reason", False),
+        )
+
+    def listener(self, s: _Section, name: str) -> Listener | None:
+        endpoint = s.required("endpoint")
+        if endpoint is None:
+            return None
+        if endpoint.split(":", 1)[0] != "systemd":  # systemd: resolves only under socket activation
+            try:
+                endpoints.server_endpoint(MemoryReactor(), endpoint)
+            except ValueError as e:
+                s.problem("endpoint", str(e))
+        return Listener(name=name, endpoint=endpoint)
+
+    def route(self, s: _Section, name: str) -> Route | None:
+        path = s.str("path", "/")
+        if not path.startswith("/"):
+            s.problem("path", f"{path!r} must start with '/'")
+        host = s.str("host")
+        if host is not None:
+            host = host.lower().rstrip(".")
+            if not re.match(r"^(\*\.)?[a-z0-9.-]+$", host) and not _is_ip(host):
+                s.problem("host", f"{host!r} is not a host name, IP address or *.domain wildcard")
+        upstream_url = s.required("upstream")
+        ws = self.upstream(s, "upstream", upstream_url, ("ws", "wss")) if upstream_url else None
+        http_url = s.str("http_upstream")
+        if http_url:
+            http = self.upstream(s, "http_upstream", http_url, ("http", "https"))
+        else:
+            http = ws
+        tls = UpstreamTLS(ca_file=s.str("ca_file"), client_cert=s.str("client_cert"),
+                          client_key=s.str("client_key"), server_name=s.str("server_name"))
+        if tls.client_key and not tls.client_cert:
+            s.problem("client_key", "is set but client_cert is not")
+        for key, target in (("upstream", ws), ("http_upstream", http)):
+            if target is not None and target.secure:
+                try:
+                    endpoints.client_tls_options(target, tls)
+                except Exception as e:
+                    s.problem(key, f"TLS settings unusable: {e}")
+                break  # both sides share the same TLS settings: report once
+        route = None
+        if ws is not None and http is not None:
+            route = Route(name=name, path=path, host=host, upstream_url=upstream_url, ws=ws, http=http, tls=tls,
+                          preserve_host=s.bool("preserve_host", False), websocket=s.bool("websocket", True),
+                          http_enabled=s.bool("http", True))
+        return route
+
+    def upstream(self, s: _Section, key: str, url: str, schemes: tuple[str, str]) -> Upstream | None:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as e:
+            s.problem(key, f"{url!r} is not a valid URL ({e})")
+            return None
+        if parts.scheme not in schemes:
+            s.problem(key, f"{url!r} must start with {schemes[0]}:// or {schemes[1]}://")
+            return None
+        if not parts.hostname:
+            s.problem(key, f"{url!r} has no host")
+            return None
+        if parts.query or parts.fragment or parts.username:
+            s.problem(key, f"{url!r} must not carry a query, fragment or credentials")
+            return None
+        secure = parts.scheme in ("wss", "https")
+        return Upstream(secure=secure, host=parts.hostname, port=port or (443 if secure else 80),
+                        path=parts.path or "/")
+
+    def limits(self, s: _Section) -> Limits:
+        d = Limits()
+        max_message = s.size("max_message_bytes", d.max_message_bytes)
+        limits = Limits(
+            max_message_bytes=max_message,
+            max_frame_bytes=s.size("max_frame_bytes", max_message),
+            max_frames_per_message=s.count("max_frames_per_message", d.max_frames_per_message),
+            max_http_body_bytes=s.size("max_http_body_bytes", d.max_http_body_bytes),
+            max_connections=s.count("max_connections", d.max_connections),
+            compression=s.choice("compression", d.compression, COMPRESSION),
+        )
+        if limits.max_message_bytes <= 0:
+            s.problem("max_message_bytes", "must be positive: a message cap is what bounds memory")
+        if limits.max_frame_bytes > limits.max_message_bytes:
+            s.problem("max_frame_bytes", f"({limits.max_frame_bytes}) must not exceed max_message_bytes ({max_message})")
+        if limits.compression != "off":
+            from wsfw.relay.options import deflate_size_cap_supported
+            if not deflate_size_cap_supported():
+                s.problem("compression", "this Autobahn counts compressed bytes against the message cap "
+                          "(GHSA-hxp9-w8x3-p566); install the pinned Autobahn (requirements.txt) to enable compression")
+        return limits
+
+    def timeouts(self, s: _Section) -> Timeouts:
+        d = Timeouts()
+        t = Timeouts(**{key: s.duration(key, getattr(d, key)) for key in SECTION_KEYS["timeouts"]})
+        for key in ("connect", "open_handshake", "close_handshake", "request_head", "upstream_response"):
+            if getattr(t, key) <= 0:
+                s.problem(key, "must be greater than 0")
+        if t.open_handshake <= t.connect:
+            s.problem("open_handshake", f"({t.open_handshake:g}s) must exceed connect ({t.connect:g}s): "
+                      "it also covers dialling the upstream")
+        if t.auto_ping_interval and t.auto_ping_timeout <= 0:
+            s.problem("auto_ping_timeout", "must be greater than 0 when auto_ping_interval is set")
+        return t
+
+    def log(self, s: _Section) -> LogConfig:
+        return LogConfig(level=s.choice("level", "info", LOG_LEVELS), connections=s.bool("connections", True),
+                         json_file=s.str("json_file"))
+
+    def check_routes_unique(self, routes: list[Route]) -> None:
+        seen: dict[tuple, str] = {}
+        for route in routes:
+            key = (route.host, route.path)
+            if key in seen:
+                self.problems.append(Problem(self.path, f"route:{route.name}", "path",
+                                             f"same host and path as [route:{seen[key]}]: one of them could never match"))
+            seen[key] = route.name
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _parser_message(e: configparser.Error) -> str:
+    if isinstance(e, configparser.DuplicateSectionError):
+        return f"line {e.lineno}: section [{e.section}] appears twice"
+    if isinstance(e, configparser.DuplicateOptionError):
+        return f"line {e.lineno}: [{e.section}] {e.option} is set twice"
+    if isinstance(e, configparser.MissingSectionHeaderError):
+        return f"line {e.lineno}: a key before any [section]: {e.line.strip()!r}"
+    if isinstance(e, configparser.ParsingError):
+        return "; ".join(f"line {n}: cannot parse {line.strip()!r}" for n, line in e.errors)
+    return str(e)
+
+
+def load(path: str, text: str | None = None) -> Config:
+    """Read and validate ``path`` (or ``text``, named ``path`` in messages)."""
+    return _Loader(path, text).load()

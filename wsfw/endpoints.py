@@ -1,0 +1,165 @@
+"""Endpoint strings to endpoints, with TLS held to TLS 1.2+ and modern ciphers.
+
+Twisted's ``ssl:`` server string accepts ``sslmethod=`` and uses its broad
+default cipher list (RSA key exchange, CBC). A firewall should not be the
+weakest TLS hop, so ``ssl:`` strings are parsed here into an
+``SSL4ServerEndpoint`` with our own ``CertificateOptions``; every other kind of
+string goes to ``serverFromString`` unchanged. Upstream dials are built from the
+route's URL with hostname verification by service_identity (through
+``optionsForClientTLS``).
+"""
+
+from __future__ import annotations
+
+from twisted.internet import endpoints, ssl
+from twisted.internet.interfaces import IReactorCore
+from twisted.python.filepath import FilePath
+
+from wsfw.config import Upstream, UpstreamTLS
+
+#: Mozilla "intermediate" TLS 1.2 suites: forward secrecy and AEAD only.
+#: TLS 1.3 suites are fixed by OpenSSL and always enabled.
+MODERN_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
+
+_SSL_KEYS = {"privateKey", "certKey", "extraCertChain", "dhParameters", "interface", "backlog"}
+
+
+def split_description(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """Split an endpoint string the way Twisted does (``:`` separated, ``\\`` escapes)."""
+    parts: list[str] = []
+    current = []
+    chars = iter(description)
+    for ch in chars:
+        if ch == "\\":
+            current.append(next(chars, ""))
+        elif ch == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    args, kwargs = [], {}
+    for part in parts[1:]:
+        key, sep, value = part.partition("=")
+        if sep:
+            kwargs[key] = value
+        else:
+            args.append(part)
+    return parts[0], args, kwargs
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    try:
+        return FilePath(path).getContent()
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path!r}: {e.strerror or e}") from None
+
+
+def _tls_server_options(kwargs: dict[str, str]) -> ssl.CertificateOptions:
+    key_path = kwargs.get("privateKey", "server.pem")
+    cert_path = kwargs.get("certKey", key_path)
+    try:
+        key = ssl.KeyPair.load(_read_pem(key_path, "privateKey"), ssl.crypto.FILETYPE_PEM)
+    except ssl.SSL.Error as e:
+        raise ValueError(f"privateKey {key_path!r} is not a PEM private key ({e})") from None
+    try:
+        cert = ssl.PrivateCertificate.loadPEM(_read_pem(cert_path, "certKey"))
+    except Exception as e:  # pyOpenSSL raises several types for bad PEM
+        raise ValueError(f"certKey {cert_path!r} is not a PEM certificate ({e})") from None
+    cert_and_key = ssl.PrivateCertificate.fromCertificateAndKeyPair(cert, key)
+    chain = []
+    if "extraCertChain" in kwargs:
+        pem = _read_pem(kwargs["extraCertChain"], "extraCertChain")
+        chain = [ssl.Certificate.loadPEM(c).original for c in _pem_blocks(pem)]
+    dh = None
+    if "dhParameters" in kwargs:
+        _read_pem(kwargs["dhParameters"], "dhParameters")
+        dh = ssl.DiffieHellmanParameters.fromFile(FilePath(kwargs["dhParameters"]))
+    try:
+        return ssl.CertificateOptions(
+            privateKey=cert_and_key.privateKey.original,
+            certificate=cert_and_key.original,
+            extraCertChain=chain,
+            dhParameters=dh,
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(MODERN_CIPHERS),
+            acceptableProtocols=[b"http/1.1"],
+        )
+    except ssl.SSL.Error as e:
+        raise ValueError(f"certificate and private key do not match ({e})") from None
+
+
+def _pem_blocks(pem: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    return [block + marker for block in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+
+
+def server_endpoint(reactor: IReactorCore, description: str):
+    """An ``IStreamServerEndpoint`` for a listener description.
+
+    Raises ``ValueError`` with a readable message for anything wrong, so the
+    config loader can attach file, section and key to it.
+    """
+    kind, args, kwargs = split_description(description)
+    if kind != "ssl":
+        try:
+            return endpoints.serverFromString(reactor, description)
+        except ValueError as e:
+            raise ValueError(f"invalid endpoint {description!r}: {e}") from None
+        except Exception as e:
+            raise ValueError(f"invalid endpoint {description!r}: {type(e).__name__}: {e}") from None
+    unknown = set(kwargs) - _SSL_KEYS
+    if "sslmethod" in unknown:
+        raise ValueError("sslmethod= is not allowed: wsfw always negotiates TLS 1.2 or newer")
+    if unknown:
+        raise ValueError(f"unknown ssl: option(s) {', '.join(sorted(unknown))}")
+    if len(args) != 1:
+        raise ValueError(f"ssl: needs exactly one port, e.g. ssl:8443:privateKey=key.pem:certKey=cert.pem")
+    try:
+        port = int(args[0])
+        backlog = int(kwargs.get("backlog", 50))
+    except ValueError:
+        raise ValueError(f"port and backlog must be integers in {description!r}") from None
+    return endpoints.SSL4ServerEndpoint(
+        reactor, port, _tls_server_options(kwargs), backlog=backlog, interface=kwargs.get("interface", "")
+    )
+
+
+def client_tls_options(upstream: Upstream, tls: UpstreamTLS):
+    """``IOpenSSLClientConnectionCreator`` for a secure upstream, hostname verified.
+
+    Reads the PEM files now, so the loader can call it to validate a route.
+    """
+    trust = None
+    if tls.ca_file:
+        pems = _pem_blocks(_read_pem(tls.ca_file, "ca_file"))
+        if not pems:
+            raise ValueError(f"ca_file {tls.ca_file!r} holds no PEM certificate")
+        trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(p) for p in pems])
+    client = None
+    if tls.client_cert:
+        cert_pem = _read_pem(tls.client_cert, "client_cert")
+        key_pem = _read_pem(tls.client_key, "client_key") if tls.client_key else cert_pem
+        try:
+            client = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+        except Exception as e:
+            raise ValueError(f"client_cert/client_key cannot be loaded ({e})") from None
+    return ssl.optionsForClientTLS(
+        tls.server_name or upstream.host,
+        trustRoot=trust,
+        clientCertificate=client,
+        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+    )
+
+
+def client_endpoint(reactor, upstream: Upstream, tls: UpstreamTLS, timeout: float, tls_options=None):
+    """An endpoint that dials the upstream, wrapped in verified TLS when secure."""
+    plain = endpoints.HostnameEndpoint(reactor, upstream.host, upstream.port, timeout=timeout)
+    if not upstream.secure:
+        return plain
+    return endpoints.wrapClientTLS(tls_options or client_tls_options(upstream, tls), plain)

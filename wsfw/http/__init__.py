@@ -1,0 +1,1 @@
+"""Plain HTTP on the public listeners: dispatch, request limits and the streaming proxy."""

@@ -1,0 +1,160 @@
+"""Streaming HTTP reverse proxy for plain requests on a route (polling, negotiate, pages).
+
+Built on ``twisted.web.client.Agent`` rather than ``twisted.web.proxy``, which
+buffers whole bodies, collapses repeated headers, speaks only plain TCP and
+has no flow control. Here the response body is streamed: the upstream
+response's transport is registered as the client request's producer, so a
+slow client slows the upstream read instead of filling wsfw's memory.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, error, protocol
+from twisted.web import http
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory
+from twisted.web.server import NOT_DONE_YET
+from twisted.web._newclient import ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed
+from zope.interface import implementer
+
+from wsfw import endpoints
+from wsfw.forwarding import FORWARDING, HOP_BY_HOP, connection_tokens, forwarding_headers
+from wsfw.logs import logger
+
+log = logger("wsfw.proxy")
+
+_BODY_METHODS = {b"POST", b"PUT", b"PATCH", b"DELETE"}
+
+
+@implementer(IAgentEndpointFactory)
+class _RouteEndpoints:
+    """Every URI of one route goes to that route's HTTP upstream endpoint."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+
+    def endpointForURI(self, uri):
+        return self.endpoint
+
+
+def _drop_set(raw_headers) -> set[bytes]:
+    names = connection_tokens(v.decode("latin-1") for v in raw_headers.getRawHeaders(b"connection", []))
+    return {n.encode() for n in names | HOP_BY_HOP}
+
+
+class _BodyRelay(protocol.Protocol):
+    """Writes an upstream response body to the client request as it arrives."""
+
+    def __init__(self, request, done: defer.Deferred):
+        self.request = request
+        self.done = done
+
+    def connectionMade(self):
+        if not self.request._disconnected:
+            self.request.registerProducer(self.transport, True)
+
+    def dataReceived(self, data):
+        if not self.request._disconnected:
+            self.request.write(data)
+
+    def connectionLost(self, reason):
+        request = self.request
+        if request._disconnected:
+            self.done.callback(None)
+            return
+        request.unregisterProducer()
+        if reason.check(ResponseDone, http.PotentialDataLoss):
+            request.finish()
+        else:
+            log.warn("upstream response body failed mid-stream for {uri}: {why}", uri=request.uri,
+                     why=reason.getErrorMessage(), event="upstream_body_failed")
+            request.channel.transport.abortConnection()
+        self.done.callback(None)
+
+
+class ProxyResource:
+    """Proxies one route's plain HTTP requests to its HTTP upstream."""
+
+    isLeaf = True
+
+    def __init__(self, config, route, reactor, pool: HTTPConnectionPool):
+        self.config = config
+        self.route = route
+        self.reactor = reactor
+        tls = endpoints.client_tls_options(route.http, route.tls) if route.http.secure else None
+        endpoint = endpoints.client_endpoint(reactor, route.http, route.tls, config.timeouts.connect, tls)
+        self.agent = Agent.usingEndpointFactory(reactor, _RouteEndpoints(endpoint), pool=pool)
+        scheme = "https" if route.http.secure else "http"
+        self.origin = f"{scheme}://{route.http.authority()}"
+
+    def upstream_headers(self, request) -> Headers:
+        incoming = request.requestHeaders
+        drop = _drop_set(incoming) | {n.encode() for n in FORWARDING} | {b"content-length"}
+        if not self.route.preserve_host:
+            drop.add(b"host")
+        out = Headers()
+        for name, values in incoming.getAllRawHeaders():
+            if name.lower() not in drop:
+                out.setRawHeaders(name, values)
+        peer = request.getClientAddress()
+        first = lambda name: (incoming.getRawHeaders(name) or [b""])[0].decode("latin-1") or None  # noqa: E731
+        for name, value in forwarding_headers(getattr(peer, "host", str(peer)), request.isSecure(), first(b"host"),
+                                              first(b"x-forwarded-for"), first(b"x-forwarded-proto"),
+                                              self.config.settings):
+            out.setRawHeaders(name, [value])
+        return out
+
+    def render(self, request):
+        path = request.uri.decode("latin-1")
+        path, _, query = path.partition("?")
+        url = self.origin + self.route.upstream_path(path, self.route.http) + (f"?{query}" if query else "")
+        request.content.seek(0, 2)
+        length = request.content.tell()
+        request.content.seek(0)
+        body = FileBodyProducer(request.content) \
+            if (length or request.method in _BODY_METHODS) else None
+        d = self.agent.request(request.method, url.encode("latin-1"), self.upstream_headers(request), body)
+        d.addTimeout(self.config.timeouts.upstream_response, self.reactor)
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: d.cancel())
+        d.addCallbacks(self._respond, self._failed, callbackArgs=(request,), errbackArgs=(request, url))
+        d.addErrback(lambda f: log.failure("proxying {url} failed", f, url=url))
+        return NOT_DONE_YET
+
+    def _respond(self, response, request):
+        if request._disconnected:
+            response.deliverBody(protocol.Protocol())
+            return None
+        request.setResponseCode(response.code, response.phrase)
+        drop = _drop_set(response.headers)
+        for name, values in response.headers.getAllRawHeaders():
+            if name.lower() not in drop:
+                request.responseHeaders.setRawHeaders(name, values)
+        done = defer.Deferred()
+        response.deliverBody(_BodyRelay(request, done))
+        return done
+
+    def _failed(self, failure, request, url):
+        if request._disconnected:
+            return None
+        if failure.check(defer.TimeoutError, error.TimeoutError):
+            code, text = 504, "upstream timed out"
+        elif failure.check(ResponseNeverReceived, RequestTransmissionFailed, ResponseFailed):
+            code, text = 502, "upstream closed the connection without a response"
+        elif failure.check(error.DNSLookupError):
+            code, text = 502, "upstream host name does not resolve"
+        elif failure.check(error.ConnectError):
+            code, text = 502, "upstream unreachable"
+        else:
+            log.failure("unexpected error proxying {url}", failure, url=url)
+            code, text = 502, "upstream error"
+        log.info("HTTP {method} {url} -> {code}: {why}", method=request.method.decode("latin-1"), url=url,
+                 code=code, why=failure.getErrorMessage(), event="upstream_error")
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"content-length", str(len(text) + 1).encode())
+        request.write(text.encode() + b"\n")
+        request.finish()
+        return None
+

@@ -1,0 +1,42 @@
+"""The plug points, as zope interfaces so third parties can be verified at load."""
+
+from zope.interface import Attribute, Interface
+
+
+class IRelayEnd(Interface):
+    """One hop of a relayed connection, as the relay sees it.
+
+    Implemented by both Autobahn protocols (and by test fakes), so the relay
+    logic in ``wsfw.relay.machine`` never touches Autobahn classes.
+    """
+
+    side = Attribute("'client' or 'upstream'")
+    can_send = Attribute("True while messages can be sent on this hop")
+
+    def send_message(payload, is_binary):
+        """Send one whole message, byte-exact, with its type."""
+
+    def close(code, reason):
+        """Start closing this hop with ``code`` (None for a close frame without one)."""
+
+    def reply_close(code, reason):
+        """Answer a close this hop's peer sent, which the hop has been holding."""
+
+    def release_failure():
+        """Carry out the failure this hop has been holding (a protocol error of its peer)."""
+
+    def pause_reading():
+        """Stop reading from this hop's peer."""
+
+    def resume_reading():
+        """Start reading from this hop's peer again."""
+
+    def abort():
+        """Drop the connection now, without a close handshake."""
+
+
+class IMessageHook(Interface):
+    """The inspection hook: every relayed message passes through it before it is sent on."""
+
+    def inspect_message(view):
+        """Return a ``wsfw.hook.Verdict`` for a ``wsfw.hook.MessageView``, or a Deferred of one."""

@@ -1,0 +1,167 @@
+"""What both Autobahn hops share: the ``IRelayEnd`` face, caps, and held closes.
+
+A transparent proxy must not answer a close or fail a connection on its own
+schedule. When a peer sends a close frame, the hop *holds* its reply until the
+other side's peer has answered the relayed close, so the code and reason the
+upstream app chose reach the client (and messages the upstream sent before its
+close still arrive). When a peer breaks the protocol, the hop stops reading and
+holds the failure until the other hop has closed, so echoes of messages already
+forwarded are still delivered before the 1002/1007/1009 — exactly what a direct
+connection would have given. Both holds are bounded by ``close_handshake``.
+"""
+
+from __future__ import annotations
+
+from autobahn.websocket.protocol import WebSocketProtocol
+
+from wsfw.relay import close as closing
+from wsfw.relay.flow import reader
+
+_ALLOWED_LOW_CODES = frozenset(WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED)
+
+
+def valid_close(code: int | None, reason: bytes | None) -> bool:
+    """Whether Autobahn would accept this close frame (so we may hold it ourselves)."""
+    if code is not None and not (code in _ALLOWED_LOW_CODES or 3000 <= code <= 4999):
+        return False
+    if reason is not None:
+        try:
+            reason.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+class HopMixin:
+    """Mixed into the frontend (server) and backend (client) protocols."""
+
+    side: str = ""
+    relay = None
+    _halted = False
+    _held_reply = False
+    _held_failure: tuple[int, str] | None = None
+    _frames = 0
+    _inflated = 0
+
+    # -- IRelayEnd ----------------------------------------------------------
+
+    @property
+    def can_send(self) -> bool:
+        return self.state == WebSocketProtocol.STATE_OPEN
+
+    def send_message(self, payload: bytes, is_binary: bool) -> None:
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendMessage(payload, is_binary)
+
+    def close(self, code: int | None, reason: str | None) -> None:
+        """The one way wsfw closes a hop, whatever the state."""
+        if self._held_failure is not None:
+            self.release_failure()
+        elif self._held_reply:
+            self.reply_close(code, reason)
+        elif self.state == WebSocketProtocol.STATE_OPEN:
+            closing.send_close(self, code, reason)
+        elif self.state == WebSocketProtocol.STATE_CONNECTING:
+            self.close_connecting(code, reason)
+
+    def close_connecting(self, code, reason) -> None:
+        self.dropConnection(abort=True)
+
+    def reply_close(self, code: int | None, reason: str | None) -> None:
+        if not self._held_reply:
+            return
+        self._held_reply = False
+        closing.send_close(self, code, reason, reply=True)
+        if self.factory.isServer:
+            self.dropConnection(abort=False)
+        else:
+            self.resume_reading()  # see the server's TCP close; data stays discarded
+
+    def release_failure(self) -> None:
+        if self._held_failure is None:
+            return
+        code, reason = self._held_failure
+        self._held_failure = None
+        self._halted = False
+        WebSocketProtocol._fail_connection(self, code, reason)
+        self.resume_reading()
+        if self.state != WebSocketProtocol.STATE_CLOSED and self.data:
+            self.consumeData()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            reader(self.transport).pauseProducing()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            reader(self.transport).resumeProducing()
+
+    def abort(self) -> None:
+        self.dropConnection(abort=True)
+
+    # -- Autobahn hooks -----------------------------------------------------
+
+    def processData(self):
+        if self._halted:
+            if not self._held_reply and self._held_failure is None:
+                self.data = b""  # closing: whatever the peer still sends is discarded
+            return False
+        return super().processData()
+
+    def _fail_connection(self, code=1001, reason="going away"):
+        relay = self.relay
+        if (relay is not None and relay.started and self.state == WebSocketProtocol.STATE_OPEN
+                and self._held_failure is None and not self._halted):
+            self._held_failure = (code, reason)
+            self._halted = True
+            self.failedByMe = True  # Autobahn then ignores the rest of the bad frame
+            self.pause_reading()
+            relay.hop_failed(self.side, code, reason)
+            return
+        super()._fail_connection(code, reason)
+
+    def onCloseFrame(self, code, reasonRaw):
+        relay = self.relay
+        if (self.state == WebSocketProtocol.STATE_OPEN and relay is not None and relay.started
+                and not self._halted and valid_close(code, reasonRaw)):
+            self.remoteCloseCode = code
+            self.remoteCloseReason = reasonRaw.decode("utf-8") if reasonRaw is not None else None
+            self.wasClean = True
+            self._held_reply = True
+            self._halted = True
+            self.pause_reading()
+            relay.peer_closed(self.side, code, self.remoteCloseReason)
+            return True
+        replying = self.state == WebSocketProtocol.STATE_CLOSING
+        result = super().onCloseFrame(code, reasonRaw)
+        if replying and relay is not None:
+            relay.close_replied(self.side, self.remoteCloseCode, self.remoteCloseReason)
+        return result
+
+    def onMessageBegin(self, isBinary):
+        self._frames = 0
+        self._inflated = 0
+        super().onMessageBegin(isBinary)
+
+    def onMessageFrameBegin(self, length):
+        super().onMessageFrameBegin(length)
+        self._frames += 1
+        cap = self.factory.wsfw_limits.max_frames_per_message
+        if cap and self._frames > cap and not self.failedByMe:
+            self._fail_connection(closing.POLICY, f"more than {cap} frames in one message")
+
+    def onMessageFrameData(self, payload):
+        # Autobahn hands over inflated data: count it, so permessage-deflate
+        # cannot smuggle a bomb past the message cap on any Autobahn release.
+        self._inflated += len(payload)
+        if self._inflated > self.factory.wsfw_limits.max_message_bytes and not self.failedByMe:
+            self._fail_connection(closing.TOO_BIG, "message exceeds max_message_bytes after decompression")
+            return
+        super().onMessageFrameData(payload)
+
+    def onMessage(self, payload, isBinary):
+        self.relay.message(self.side, payload, isBinary)
+
+    def onClose(self, wasClean, code, reason):
+        if self.relay is not None:
+            self.relay.lost(self.side, wasClean, self.remoteCloseCode, self.remoteCloseReason)

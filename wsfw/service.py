@@ -1,0 +1,141 @@
+"""Assembles the daemon from a validated config: ``build(config, reactor) -> MultiService``.
+
+The reactor is a parameter (never imported at module level), so the same
+assembly runs under twistd, in tests on the real reactor with port 0, and
+against a ``MemoryReactor``.
+"""
+
+from __future__ import annotations
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.web.client import HTTPConnectionPool
+
+from wsfw import endpoints, logs
+from wsfw.config import Config
+from wsfw.hook import NoInspection
+from wsfw.http.proxy import ProxyResource
+from wsfw.http.site import Dispatch, PublicSite
+from wsfw.relay.frontend import FrontendFactory
+from wsfw.relay.tracker import ConnectionTracker
+
+log = logs.logger("wsfw.service")
+
+
+class ListenerService(Service):
+    """Binds one ``[listen:NAME]`` endpoint; a bind failure stops startup with the reason."""
+
+    def __init__(self, name: str, description: str, endpoint, factory):
+        self.setName(f"listen:{name}")
+        self.label = name
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port = None
+        self.bound: defer.Deferred = defer.Deferred()
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self):
+        super().startService()
+        if self.port is None:
+            self._listen()
+
+    def _listen(self):
+        failure = []
+        d = self.endpoint.listen(self.factory)
+        d.addCallbacks(self._bound, failure.append)
+        if failure:  # most endpoints bind synchronously: make twistd exit with the reason
+            failure[0].raiseException()
+
+    def _bound(self, port):
+        self.port = port
+        address = port.getHost()
+        log.info("listening [listen:{name}] on {host}:{port} ({description})", name=self.label,
+                 host=getattr(address, "host", address), port=getattr(address, "port", ""),
+                 description=self.description, event="listening")
+        self.bound.callback(port)
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+class _LogService(Service):
+    """Applies ``[log]`` at start and closes the JSON file at stop."""
+
+    name = "log"
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.json = None
+
+    def startService(self):
+        super().startService()
+        logs.set_level(self.config.log.level)
+        if self.config.log.json_file:
+            self.json = logs.JSONFile(self.config.log.json_file, self.config.log.level)
+            self.json.open()
+
+    def stopService(self):
+        super().stopService()
+        if self.json is not None:
+            self.json.close()
+
+
+class _PoolService(Service):
+    name = "http-pool"
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def stopService(self):
+        super().stopService()
+        return self.pool.closeCachedConnections()
+
+
+class WsfwService(MultiService):
+    """The daemon. ``ready`` fires with the bound ports once every listener is up."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        self.listeners: list[ListenerService] = []
+        self.tracker: ConnectionTracker | None = None
+
+    @property
+    def ready(self) -> defer.Deferred:
+        return defer.gatherResults([listener.bound for listener in self.listeners])
+
+    def startService(self):
+        log.info("wsfw starting with {config}: {n} listener(s), {m} route(s)", config=self.config.path,
+                 n=len(self.config.listeners), m=len(self.config.routes))
+        super().startService()
+
+
+def build(config: Config, reactor, hook=None) -> WsfwService:
+    """The whole daemon as a service tree. Children stop in reverse order: listeners
+    first (no new connections), then open connections drain, then the log closes."""
+    hook = hook or NoInspection()
+    top = WsfwService(config)
+    _LogService(config).setServiceParent(top)
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    _PoolService(pool).setServiceParent(top)
+    tracker = ConnectionTracker(reactor, config.timeouts.shutdown_drain)
+    tracker.setServiceParent(top)
+    top.tracker = tracker
+    websockets = {r.name: WebSocketResource(FrontendFactory(config, r, hook, reactor, tracker)) for r in config.routes}
+    proxies = {r.name: ProxyResource(config, r, reactor, pool) for r in config.routes}
+    site = PublicSite(Dispatch(config, websockets, proxies), config, reactor)
+    for listener in config.listeners:
+        service = ListenerService(listener.name, listener.endpoint,
+                                  endpoints.server_endpoint(reactor, listener.endpoint), site)
+        service.setServiceParent(top)
+        top.listeners.append(service)
+    return top
