@@ -49,7 +49,8 @@ class ListenerService(Service):
         d = self.endpoint.listen(self.factory)
         d.addCallbacks(self._bound, failure.append)
         if failure:  # most endpoints bind synchronously: make twistd exit with the reason
-            failure[0].raiseException()
+            raise SystemExit(f"wsfw: [listen:{self.label}] cannot listen on {self.description}: "
+                             f"{failure[0].getErrorMessage()}")
 
     def _bound(self, port):
         self.port = port

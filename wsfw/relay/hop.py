@@ -20,16 +20,20 @@ from wsfw.relay.flow import reader
 _ALLOWED_LOW_CODES = frozenset(WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED)
 
 
-def valid_close(code: int | None, reason: bytes | None) -> bool:
-    """Whether Autobahn would accept this close frame (so we may hold it ourselves)."""
+def close_frame_problem(code: int | None, reason: bytes | None) -> tuple[str, str] | None:
+    """What is wrong with a received close frame, as Autobahn would judge it, or None.
+
+    Returns ``("protocol", why)`` for a reserved code (1002) and ``("payload",
+    why)`` for a reason that is not UTF-8 (1007).
+    """
     if code is not None and not (code in _ALLOWED_LOW_CODES or 3000 <= code <= 4999):
-        return False
+        return "protocol", f"invalid close code {code}"
     if reason is not None:
         try:
             reason.decode("utf-8")
         except UnicodeDecodeError:
-            return False
-    return True
+            return "payload", "invalid close reason (non-UTF8 payload)"
+    return None
 
 
 class HopMixin:
@@ -40,6 +44,7 @@ class HopMixin:
     _halted = False
     _held_reply = False
     _held_failure: tuple[int, str] | None = None
+    _drop_after_failure = False
     _frames = 0
     _inflated = 0
 
@@ -84,6 +89,11 @@ class HopMixin:
         self._held_failure = None
         self._halted = False
         WebSocketProtocol._fail_connection(self, code, reason)
+        if self._drop_after_failure:
+            # A bad close frame: Autobahn treats it as the reply to the close it
+            # just sent and aborts the TCP connection; do exactly the same.
+            self.dropConnection(abort=True)
+            return
         self.resume_reading()
         if self.state != WebSocketProtocol.STATE_CLOSED and self.data:
             self.consumeData()
@@ -122,8 +132,13 @@ class HopMixin:
 
     def onCloseFrame(self, code, reasonRaw):
         relay = self.relay
-        if (self.state == WebSocketProtocol.STATE_OPEN and relay is not None and relay.started
-                and not self._halted and valid_close(code, reasonRaw)):
+        if self.state == WebSocketProtocol.STATE_OPEN and relay is not None and relay.started and not self._halted:
+            problem = close_frame_problem(code, reasonRaw)
+            if problem is not None:  # fail as Autobahn would, through the held-failure path
+                kind, why = problem
+                self._drop_after_failure = True
+                (self._protocol_violation if kind == "protocol" else self._invalid_payload)(why)
+                return True
             self.remoteCloseCode = code
             self.remoteCloseReason = reasonRaw.decode("utf-8") if reasonRaw is not None else None
             self.wasClean = True
