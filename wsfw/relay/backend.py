@@ -7,9 +7,9 @@ frontend, which is still holding the client's handshake open.
 
 from __future__ import annotations
 
+import copy
+
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.protocol import Factory
 
 from wsfw.relay import UPSTREAM
 from wsfw.relay.hop import HopMixin
@@ -66,30 +66,30 @@ class BackendFactory(WebSocketClientFactory):
     """One per route: holds the upstream hop's options; each dial builds a protocol through :class:`Dial`."""
 
     protocol = BackendProtocol
+    noisy = False
+    relay = frontend = connecting_request = None
 
     def __init__(self, config, route):
         super().__init__(url=route.upstream_url.split("?")[0], useragent="")
         self.setProtocolOptions(**client_options(config))
         self.wsfw_limits = config.limits
 
-
-class Dial(Factory):
-    """A single-use factory that hands one backend protocol its relay and request."""
-
-    noisy = False
-
-    def __init__(self, backend_factory: BackendFactory, relay, frontend, connecting_request):
-        self.backend_factory = backend_factory
-        self.relay = relay
-        self.frontend = frontend
-        self.connecting_request = connecting_request
+    def for_connection(self, relay, frontend, connecting_request) -> "BackendFactory":
+        """A shallow per-connection copy: Autobahn checks the upstream's chosen
+        subprotocol against ``factory.protocols``, which differ per client.
+        Copying shares every option and costs a dict copy, not a new factory."""
+        factory = copy.copy(self)
+        factory.protocols = list(connecting_request.protocols or [])
+        factory.relay = relay
+        factory.frontend = frontend
+        factory.connecting_request = connecting_request
+        return factory
 
     def buildProtocol(self, addr):
-        protocol = self.backend_factory.buildProtocol(addr)
+        protocol = super().buildProtocol(addr)
         protocol.relay = self.relay
         protocol.frontend = self.frontend
         protocol.connecting_request = self.connecting_request
         return protocol
 
 
-__all__ = ["BackendFactory", "BackendProtocol", "Dial", "WebSocketProtocol"]

@@ -19,7 +19,7 @@ from wsfw.config import normalise_host
 from wsfw.forwarding import FORWARDING, HOP_BY_HOP, connection_tokens, forwarding_headers
 from wsfw.logs import logger
 from wsfw.relay import CLIENT
-from wsfw.relay.backend import BackendFactory, Dial
+from wsfw.relay.backend import BackendFactory
 from wsfw.relay.hop import HopMixin
 from wsfw.relay.machine import Relay
 from wsfw.relay.options import server_options
@@ -182,4 +182,4 @@ class FrontendFactory(WebSocketServerFactory):
             origin=request.headers.get("origin"),
             protocols=request.protocols or None,
         )
-        return self.endpoint.connect(Dial(self.backend, frontend.relay, frontend, connecting))
+        return self.endpoint.connect(self.backend.for_connection(frontend.relay, frontend, connecting))

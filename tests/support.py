@@ -1,0 +1,321 @@
+"""Real peers for loopback tests: an upstream app (WebSocket + HTTP), clients, and wsfw itself.
+
+Everything listens on 127.0.0.1 port 0 and is torn down by the test that made
+it. Nothing here fakes wsfw: the daemon under test is ``wsfw.service.build``
+on the real reactor, driven through real sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer, endpoints, reactor, task
+from twisted.internet.protocol import Factory, Protocol
+from twisted.web import resource, server
+
+from wsfw import config_ini
+from wsfw.service import build
+
+
+def write_config(text: str) -> str:
+    fd, path = tempfile.mkstemp(suffix=".ini", prefix="wsfw-test-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def config_text(upstream: str, *, listen: str = "tcp:0:interface=127.0.0.1", extra: str = "",
+                route_extra: str = "", log: str = "connections = yes") -> str:
+    return (f"[listen:public]\nendpoint = {listen}\n"
+            f"[route:app]\npath = /\nupstream = {upstream}\n{route_extra}\n"
+            f"[log]\n{log}\n{extra}\n")
+
+
+# -- the upstream app ----------------------------------------------------------
+
+
+class UpstreamWS(WebSocketServerProtocol):
+    """Echoes messages; ``CLOSE <code> <reason>`` makes it close; records what it saw."""
+
+    def onConnect(self, request):
+        self.factory.requests.append(request)
+        if request.path.startswith("/ws/refuse"):
+            raise ConnectionDeny(401, "no credentials")
+        for wanted in self.factory.accept_protocols:
+            if wanted in request.protocols:
+                return wanted
+        return None
+
+    def onOpen(self):
+        self.factory.opened.append(self)
+        if self.http_request_path.startswith("/ws/stall"):
+            self.transport.pauseProducing()  # a receiver that never reads
+        if self.http_request_path.startswith("/ws/greet"):
+            self.sendMessage(b"hello from upstream")
+
+    def onMessage(self, payload, isBinary):
+        self.factory.received.append((payload, isBinary))
+        if not isBinary and payload.startswith(b"CLOSE "):
+            _, code, reason = payload.decode().split(" ", 2)
+            self.sendClose(int(code), reason)
+            return
+        self.sendMessage(payload, isBinary)
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.closes.append((wasClean, code, reason))
+        waiters, self.factory.close_waiters = self.factory.close_waiters, []
+        for d in waiters:
+            d.callback((wasClean, code, reason))
+
+
+class UpstreamWSFactory(WebSocketServerFactory):
+    protocol = UpstreamWS
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
+        self.requests, self.opened, self.received, self.closes, self.close_waiters = [], [], [], [], []
+        self.accept_protocols: list[str] = []
+
+    def next_close(self) -> defer.Deferred:
+        d = defer.Deferred()
+        self.close_waiters.append(d)
+        return d
+
+
+class Big(resource.Resource):
+    """Streams ``?mib=N`` MiB of a repeating pattern, with Content-Length."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        mib = int(request.args.get(b"mib", [b"1"])[0])
+        chunk = bytes(range(256)) * 4096  # 1 MiB
+        request.setHeader(b"content-length", str(mib * len(chunk)).encode())
+        remaining = [mib]
+
+        def more():
+            while remaining[0] and not request._disconnected:
+                remaining[0] -= 1
+                request.write(chunk)
+                yield None
+            if not request._disconnected:
+                request.finish()
+        task.cooperate(more())
+        return server.NOT_DONE_YET
+
+
+class EchoBody(resource.Resource):
+    isLeaf = True
+
+    def render_POST(self, request):
+        request.setHeader(b"content-type", b"application/octet-stream")
+        return request.content.read()
+
+
+class Headers(resource.Resource):
+    """Returns the request line and headers it received, as JSON; sets repeated headers."""
+
+    isLeaf = True
+
+    def render(self, request):
+        request.responseHeaders.setRawHeaders(b"set-cookie", [b"a=1; Path=/", b"b=2; Path=/"])
+        request.setHeader(b"connection", b"close, x-hop")
+        request.setHeader(b"x-hop", b"must not pass")
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({
+            "method": request.method.decode(), "uri": request.uri.decode(),
+            "headers": {k.decode().lower(): [v.decode() for v in vs]
+                        for k, vs in request.requestHeaders.getAllRawHeaders()},
+        }).encode()
+
+
+class Never(resource.Resource):
+    """Never answers (for 504)."""
+
+    isLeaf = True
+
+    def render(self, request):
+        return server.NOT_DONE_YET
+
+
+class UpstreamApp:
+    """A WebSocket + HTTP upstream on loopback: ``/ws/...`` upgrades, ``/http/...`` plain HTTP."""
+
+    def __init__(self):
+        self.ws = UpstreamWSFactory()
+        ws = WebSocketResource(self.ws)
+        http = resource.Resource()
+        for name, child in ((b"big", Big()), (b"echo", EchoBody()), (b"headers", Headers()), (b"never", Never())):
+            http.putChild(name, child)
+
+        class Root(resource.Resource):
+            def getChild(self, name, request):
+                if name == b"ws":
+                    return ws
+                if name == b"http":
+                    return http
+                return resource.NoResource()
+        self.site = server.Site(Root())
+        self.site.noisy = False
+        self.port = None
+
+    @defer.inlineCallbacks
+    def start(self, endpoint: str = "tcp:0:interface=127.0.0.1"):
+        self.port = yield endpoints.serverFromString(reactor, endpoint).listen(self.site)
+        return self
+
+    @property
+    def port_number(self) -> int:
+        return self.port.getHost().port
+
+    def stop(self):
+        for proto in self.ws.opened:
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+        return self.port.stopListening()
+
+
+# -- wsfw ----------------------------------------------------------------------
+
+
+class Wsfw:
+    """wsfw built from config text and started on the real reactor."""
+
+    def __init__(self, text: str, hook=None):
+        self.path = write_config(text)
+        self.config = config_ini.load(self.path)
+        self.service = build(self.config, reactor, hook=hook)
+        self.stopped = False
+
+    @defer.inlineCallbacks
+    def start(self):
+        self.service.privilegedStartService()
+        self.service.startService()
+        ports = yield self.service.ready
+        self.port = ports[0].getHost().port
+        return self
+
+    def url(self, path: str = "/ws/echo", scheme: str = "ws") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    @defer.inlineCallbacks
+    def stop(self):
+        if not self.stopped:
+            self.stopped = True
+            yield self.service.stopService()
+            os.unlink(self.path)
+
+
+def cancel_autobahn_timers() -> None:
+    """Cancel Autobahn's leftover batched timers (global reactor), as its own tests do.
+
+    Aborted connections leave close-handshake and auto-ping timers behind;
+    trial would report them as a dirty reactor.
+    """
+    for call in reactor.getDelayedCalls():
+        if "_BatchedTimer" in repr(call.func) or "autobahn" in getattr(call.func, "__module__", ""):
+            call.cancel()
+
+
+@defer.inlineCallbacks
+def settle():
+    """Let pending closes finish, then clear Autobahn's timers."""
+    yield task.deferLater(reactor, 0.05, lambda: None)
+    cancel_autobahn_timers()
+
+
+# -- clients -------------------------------------------------------------------
+
+
+class Client(WebSocketClientProtocol):
+    """Collects messages in a queue and reports how the connection closed."""
+
+    def onConnect(self, response):
+        self.response = response
+
+    def onOpen(self):
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload, isBinary):
+        self.factory.messages.put((payload, isBinary))
+
+    def onClose(self, wasClean, code, reason):
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionRefused(self))
+        self.factory.closed.callback((wasClean, code, reason))
+
+
+class ConnectionRefused(Exception):
+    def __init__(self, protocol):
+        self.status_line = getattr(protocol, "http_status_line", None)
+        super().__init__(self.status_line or "connection failed before open")
+
+
+class ClientFactory(WebSocketClientFactory):
+    protocol = Client
+
+    def __init__(self, url, **kwargs):
+        super().__init__(url=url, **kwargs)
+        self.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
+        self.opened, self.closed = defer.Deferred(), defer.Deferred()
+        self.messages = defer.DeferredQueue()
+
+
+@defer.inlineCallbacks
+def connect(url: str, *, tls_options=None, **kwargs):
+    """Open an Autobahn client; returns the open protocol (errback ConnectionRefused if denied)."""
+    factory = ClientFactory(url, **kwargs)
+    host, port = factory.host, factory.port
+    endpoint = endpoints.HostnameEndpoint(reactor, host, port)
+    if tls_options is not None:
+        endpoint = endpoints.wrapClientTLS(tls_options, endpoint)
+    yield endpoint.connect(factory)
+    proto = yield factory.opened
+    return proto
+
+
+def next_message(proto, timeout: float = 5):
+    return proto.factory.messages.get().addTimeout(timeout, reactor)
+
+
+def closed(proto, timeout: float = 5):
+    return proto.factory.closed.addTimeout(timeout, reactor)
+
+
+class RawClient(Protocol):
+    """Writes raw bytes and collects whatever comes back, for HTTP edge cases."""
+
+    def __init__(self):
+        self.data = b""
+        self.done = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.data += data
+
+    def connectionLost(self, reason):
+        self.done.callback(self.data)
+
+
+@defer.inlineCallbacks
+def raw(port: int, payload: bytes = b"", close_after: bool = False):
+    proto = RawClient()
+    yield endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port), proto)
+    if payload:
+        proto.transport.write(payload)
+    if close_after:
+        proto.transport.loseConnection()
+    return proto
+
+
+__all__ = ["Factory"]
