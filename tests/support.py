@@ -130,8 +130,6 @@ class Headers(resource.Resource):
 
     def render(self, request):
         request.responseHeaders.setRawHeaders(b"set-cookie", [b"a=1; Path=/", b"b=2; Path=/"])
-        request.setHeader(b"connection", b"close, x-hop")
-        request.setHeader(b"x-hop", b"must not pass")
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({
             "method": request.method.decode(), "uri": request.uri.decode(),
@@ -181,7 +179,7 @@ class UpstreamApp:
 
     def stop(self):
         for proto in self.ws.opened:
-            if proto.transport is not None:
+            if proto.transport is not None and proto.state != proto.STATE_CLOSED:
                 proto.transport.abortConnection()
         return self.port.stopListening()
 
@@ -283,6 +281,12 @@ def connect(url: str, *, tls_options=None, **kwargs):
     yield endpoint.connect(factory)
     proto = yield factory.opened
     return proto
+
+
+def abort(proto) -> None:
+    """Drop a test connection if it is still up (cleanup helper)."""
+    if proto.transport is not None and proto.state != proto.STATE_CLOSED:
+        proto.transport.abortConnection()
 
 
 def next_message(proto, timeout: float = 5):

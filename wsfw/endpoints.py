@@ -63,15 +63,13 @@ def _read_pem(path: str, what: str) -> bytes:
 def _tls_server_options(kwargs: dict[str, str]) -> ssl.CertificateOptions:
     key_path = kwargs.get("privateKey", "server.pem")
     cert_path = kwargs.get("certKey", key_path)
+    key_pem = _read_pem(key_path, "privateKey")
+    cert_pem = _read_pem(cert_path, "certKey") if cert_path != key_path else b""
     try:
-        key = ssl.KeyPair.load(_read_pem(key_path, "privateKey"), ssl.crypto.FILETYPE_PEM)
-    except ssl.SSL.Error as e:
-        raise ValueError(f"privateKey {key_path!r} is not a PEM private key ({e})") from None
-    try:
-        cert = ssl.PrivateCertificate.loadPEM(_read_pem(cert_path, "certKey"))
+        cert_and_key = ssl.PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
     except Exception as e:  # pyOpenSSL raises several types for bad PEM
-        raise ValueError(f"certKey {cert_path!r} is not a PEM certificate ({e})") from None
-    cert_and_key = ssl.PrivateCertificate.fromCertificateAndKeyPair(cert, key)
+        raise ValueError(f"privateKey {key_path!r} / certKey {cert_path!r} are not a PEM key and certificate "
+                         f"({e.__class__.__name__}: {e})") from None
     chain = []
     if "extraCertChain" in kwargs:
         pem = _read_pem(kwargs["extraCertChain"], "extraCertChain")
@@ -81,7 +79,7 @@ def _tls_server_options(kwargs: dict[str, str]) -> ssl.CertificateOptions:
         _read_pem(kwargs["dhParameters"], "dhParameters")
         dh = ssl.DiffieHellmanParameters.fromFile(FilePath(kwargs["dhParameters"]))
     try:
-        return ssl.CertificateOptions(
+        options = ssl.CertificateOptions(
             privateKey=cert_and_key.privateKey.original,
             certificate=cert_and_key.original,
             extraCertChain=chain,
@@ -90,6 +88,8 @@ def _tls_server_options(kwargs: dict[str, str]) -> ssl.CertificateOptions:
             acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(MODERN_CIPHERS),
             acceptableProtocols=[b"http/1.1"],
         )
+        options.getContext()  # checks now that the key matches the certificate
+        return options
     except ssl.SSL.Error as e:
         raise ValueError(f"certificate and private key do not match ({e})") from None
 

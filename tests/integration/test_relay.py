@@ -35,7 +35,7 @@ class RelayTestBase(unittest.TestCase):
     @defer.inlineCallbacks
     def client(self, path="/ws/echo", **kwargs):
         proto = yield support.connect(self.wsfw.url(path), **kwargs)
-        self.addCleanup(lambda: proto.transport.abortConnection() if proto.transport else None)
+        self.addCleanup(support.abort, proto)
         return proto
 
 
@@ -306,7 +306,7 @@ class DeflateTests(RelayTestBase):
         from twisted.internet import endpoints
         yield endpoints.HostnameEndpoint(reactor, "127.0.0.1", self.wsfw.port).connect(factory)
         proto = yield factory.opened
-        self.addCleanup(lambda: proto.transport.abortConnection() if proto.transport else None)
+        self.addCleanup(support.abort, proto)
         return proto
 
     @defer.inlineCallbacks

@@ -115,10 +115,15 @@ class ProxyResource:
         body = FileBodyProducer(request.content) \
             if (length or request.method in _BODY_METHODS) else None
         d = self.agent.request(request.method, url.encode("latin-1"), self.upstream_headers(request), body)
-        d.addTimeout(self.config.timeouts.upstream_response, self.reactor)
+        # Our own timer, not addTimeout: cancelling an Agent request fails it with
+        # ResponseNeverReceived, which must still read as a timeout (504), not 502.
+        timed_out = []
+        timer = self.reactor.callLater(self.config.timeouts.upstream_response,
+                                       lambda: (timed_out.append(True), d.cancel()))
+        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
         finished = request.notifyFinish()
         finished.addErrback(lambda _: d.cancel())
-        d.addCallbacks(self._respond, self._failed, callbackArgs=(request,), errbackArgs=(request, url))
+        d.addCallbacks(self._respond, self._failed, callbackArgs=(request,), errbackArgs=(request, url, timed_out))
         d.addErrback(lambda f: log.failure("proxying {url} failed", f, url=url))
         return NOT_DONE_YET
 
@@ -135,10 +140,10 @@ class ProxyResource:
         response.deliverBody(_BodyRelay(request, done))
         return done
 
-    def _failed(self, failure, request, url):
+    def _failed(self, failure, request, url, timed_out):
         if request._disconnected:
             return None
-        if failure.check(defer.TimeoutError, error.TimeoutError):
+        if timed_out or failure.check(defer.TimeoutError, error.TimeoutError):
             code, text = 504, "upstream timed out"
         elif failure.check(ResponseNeverReceived, RequestTransmissionFailed, ResponseFailed):
             code, text = 502, "upstream closed the connection without a response"
