@@ -1,0 +1,68 @@
+"""The twistd plugin, the tap options, ``wsfw check-config`` and service assembly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactor
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from zope.interface.verify import verifyObject
+
+from wsfw import cli, config_ini, tap
+from wsfw.service import build
+
+BAD = "[listen:a]\nendpoint = tcp:x\n[route:a]\nupstream = ftp://nope\n[limits]\nmax_message_bytes = big\n"
+
+
+def test_plugin_is_discovered():
+    """twistd's plugin scan finds `wsfw` (the editable-install trap is handled by the Makefile)."""
+    makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
+    assert "wsfw" in makers
+    verifyObject(IServiceMaker, makers["wsfw"])
+
+
+def test_tap_bad_config_is_one_usage_error(tmp_path):
+    """A bad config gives one UsageError listing every problem, before anything binds."""
+    path = tmp_path / "bad.ini"
+    path.write_text(BAD)
+    options = tap.Options()
+    with pytest.raises(usage.UsageError) as e:
+        options.parseOptions(["--config", str(path)])
+    message = str(e.value)
+    assert "3 configuration errors" in message
+    for fragment in ("[listen:a] endpoint", "[route:a] upstream", "[limits] max_message_bytes"):
+        assert f"{path}: {fragment}" in message
+
+
+def test_check_config_exit_codes(tmp_path, capsys):
+    """`wsfw check-config` exits 0 for a good file and 1, listing problems, for a bad one."""
+    bad = tmp_path / "bad.ini"
+    bad.write_text(BAD)
+    assert cli.main(["check-config", "etc/wsfw.ini"]) == 0
+    assert "configuration ok" in capsys.readouterr().out
+    assert cli.main(["check-config", str(bad)]) == 1
+    assert "3 configuration errors" in capsys.readouterr().err
+
+
+def test_twistd_check_flag(tmp_path):
+    """`twistd wsfw --config BAD --check` exits 1 with the report, like nginx -t."""
+    bad = tmp_path / "bad.ini"
+    bad.write_text(BAD)
+    twistd = [sys.executable, "-m", "twisted", "wsfw"]
+    ok = subprocess.run(twistd + ["--config", "etc/wsfw.ini", "--check"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "configuration ok" in ok.stdout
+    ko = subprocess.run(twistd + ["--config", str(bad), "--check"], capture_output=True, text=True, timeout=60)
+    assert ko.returncode == 1 and "[limits] max_message_bytes" in ko.stderr
+
+
+def test_build_has_named_children():
+    """build() assembles the log, pool, tracker and one service per listener, on any reactor."""
+    config = config_ini.load("x.ini", "[listen:a]\nendpoint = tcp:8080\n[listen:b]\nendpoint = tcp:8081\n"
+                                      "[route:r]\nupstream = ws://127.0.0.1:1\n")
+    service = build(config, MemoryReactor())
+    names = [child.name for child in service]
+    assert names == ["log", "http-pool", "connections", "listen:a", "listen:b"]
