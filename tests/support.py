@@ -204,6 +204,16 @@ class Wsfw:
         self.port = ports[0].getHost().port
         return self
 
+    @defer.inlineCallbacks
+    def drained(self, within: float = 3.0):
+        """Wait until no connection is tracked any more; fail if one lingers."""
+        deadline = reactor.seconds() + within
+        while len(self.service.tracker) and reactor.seconds() < deadline:
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        left = [(r.conn_id, sorted(r.lost_sides)) for r in self.service.tracker.relays]
+        if left:
+            raise AssertionError(f"connections still tracked after {within}s: {left}")
+
     def url(self, path: str = "/ws/echo", scheme: str = "ws") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
 

@@ -80,9 +80,9 @@ def _tls_server_options(kwargs: dict[str, str]) -> ssl.CertificateOptions:
         dh = ssl.DiffieHellmanParameters.fromFile(FilePath(kwargs["dhParameters"]))
     try:
         options = ssl.CertificateOptions(
-            privateKey=cert_and_key.privateKey.original,
-            certificate=cert_and_key.original,
-            extraCertChain=chain,
+            privateKey=_modern(cert_and_key.privateKey.original, "to_cryptography_key"),
+            certificate=_modern(cert_and_key.original, "to_cryptography"),
+            extraCertChain=[_modern(c, "to_cryptography") for c in chain],
             dhParameters=dh,
             raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
             acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(MODERN_CIPHERS),
@@ -92,6 +92,15 @@ def _tls_server_options(kwargs: dict[str, str]) -> ssl.CertificateOptions:
         return options
     except ssl.SSL.Error as e:
         raise ValueError(f"certificate and private key do not match ({e})") from None
+
+
+def _modern(obj, converter: str):
+    """pyOpenSSL 24+ wants cryptography objects (older ones only take their own)."""
+    from OpenSSL import version
+
+    if int(version.__version__.split(".")[0]) >= 24:
+        return getattr(obj, converter)()
+    return obj
 
 
 def _pem_blocks(pem: bytes) -> list[bytes]:

@@ -128,6 +128,7 @@ class CloseTests(RelayTestBase):
         was_clean, reply_code, _ = yield support.closed(proto)
         self.assertTrue(was_clean)
         self.assertEqual(reply_code, 1000, "the upstream's reply (Autobahn answers 1000) reaches the client")
+        yield self.wsfw.drained()
 
     @defer.inlineCallbacks
     def test_client_close_codes_reach_upstream(self):
@@ -226,6 +227,7 @@ class HandshakeTests(RelayTestBase):
         with self.assertRaises(support.ConnectionRefused) as e:
             yield self.client("/ws/refuse")
         self.assertIn(" 401 ", e.exception.status_line)
+        yield self.wsfw.drained()
 
     @defer.inlineCallbacks
     def test_unreachable_upstream_is_502(self):
@@ -269,6 +271,7 @@ class CapsTests(RelayTestBase):
         self.assertEqual(code, 1009)
         self.assertEqual((yield upstream_closed)[1], 1001)
         self.assertEqual(self.app.ws.received, [])
+        yield self.wsfw.drained()
 
     @defer.inlineCallbacks
     def test_too_many_frames_closes_1008(self):
@@ -392,3 +395,34 @@ class HookTests(RelayTestBase):
         proto.sendMessage(b"ping")
         yield support.next_message(proto)
         self.assertEqual(self.hook.seen, [("client", b"ping"), ("upstream", b"ping")])
+
+
+class ConnectionLogTests(unittest.TestCase):
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_summary_event_in_json_file(self):
+        """Each connection leaves an open and a close event (counts, duration, close code) in [log] json_file."""
+        from twisted.logger import eventsFromJSONLogFile
+
+        self.addCleanup(support.settle)
+        app = yield support.UpstreamApp().start()
+        self.addCleanup(app.stop)
+        path = self.mktemp()
+        wsfw = support.Wsfw(support.config_text(f"ws://127.0.0.1:{app.port_number}",
+                                                log=f"connections = yes\njson_file = {path}"))
+        yield wsfw.start()
+        proto = yield support.connect(wsfw.url())
+        proto.sendMessage(b"12345")
+        yield support.next_message(proto)
+        proto.sendClose(4000, "done")
+        yield support.closed(proto)
+        yield task.deferLater(reactor, 0.1, lambda: None)
+        yield wsfw.stop()
+        with open(path) as f:
+            events = [e for e in eventsFromJSONLogFile(f) if e.get("event") in ("open", "close")]
+        self.assertEqual([e["event"] for e in events], ["open", "close"])
+        close = events[1]
+        self.assertEqual((close["c_msgs"], close["c_bytes"], close["u_msgs"], close["u_bytes"]), (1, 5, 1, 5))
+        self.assertEqual((close["code"], close["closed_by"], close["route"]), (4000, "client", "app"))
+        self.assertGreater(close["duration"], 0)

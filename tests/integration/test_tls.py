@@ -46,6 +46,7 @@ class TLSTests(unittest.TestCase):
         _, code, _ = yield support.closed(proto)
         self.assertEqual(code, 1000)
         self.assertEqual((yield upstream_closed), (True, 4000, "tls bye"))
+        yield self.wsfw.drained()
 
     @defer.inlineCallbacks
     def test_wrong_upstream_hostname_refused(self):
@@ -55,6 +56,7 @@ class TLSTests(unittest.TestCase):
             yield support.connect(self.wsfw.url(scheme="wss"), tls_options=self.client_tls())
         self.assertIn(" 502 ", e.exception.status_line)
         self.assertEqual(self.app.ws.requests, [], "nothing was sent to an unverified upstream")
+        yield self.wsfw.drained()
 
     @defer.inlineCallbacks
     def test_front_refuses_tls_1_1(self):

@@ -119,6 +119,7 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
                      reason=reason, peer=self.relay.peer, route=self.relay.route, event="deny")
             self.relay._record(None, status, reason, "wsfw")
             self._handshake.errback(ConnectionDeny(status, reason))
+            self.resume_reading()  # so the client's close (or TLS close_notify) is seen
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():

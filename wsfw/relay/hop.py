@@ -77,10 +77,11 @@ class HopMixin:
             return
         self._held_reply = False
         closing.send_close(self, code, reason, reply=True)
+        # Read again (what arrives is discarded): a TLS close waits for the
+        # peer's close_notify, and a paused transport would never see it.
+        self.resume_reading()
         if self.factory.isServer:
             self.dropConnection(abort=False)
-        else:
-            self.resume_reading()  # see the server's TCP close; data stays discarded
 
     def release_failure(self) -> None:
         if self._held_failure is None:
