@@ -67,7 +67,8 @@ class UpstreamWS(WebSocketServerProtocol):
         self.factory.received.append((payload, isBinary))
         if not isBinary and payload.startswith(b"CLOSE "):
             _, code, reason = payload.decode().split(" ", 2)
-            self.sendClose(int(code), reason)
+            # sendCloseFrame, not sendClose: the latter refuses 1001
+            self.sendCloseFrame(code=int(code), reasonUtf8=reason.encode(), isReply=False)
             return
         self.sendMessage(payload, isBinary)
 

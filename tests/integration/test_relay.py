@@ -146,8 +146,8 @@ class CloseTests(RelayTestBase):
 
     @defer.inlineCallbacks
     def test_upstream_close_codes_reach_client(self):
-        """Codes the upstream app closes with (1000, 3000, 4999) and reasons reach the client."""
-        for code, reason in ((1000, "done"), (3000, "app-defined"), (4999, "private use ✓")):
+        """Codes the upstream app closes with (1000, 1001, 3000, 4999) and reasons reach the client."""
+        for code, reason in ((1000, "done"), (1001, "restarting"), (3000, "app-defined"), (4999, "private use ✓")):
             proto = yield self.client()
             proto.sendMessage(f"CLOSE {code} {reason}".encode())
             was_clean, got_code, got_reason = yield support.closed(proto)

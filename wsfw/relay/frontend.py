@@ -77,7 +77,9 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
         self._cancel_deadline()
         self._backend = backend
         self.relay.subprotocol = subprotocol
-        if self._handshake is not None and not self._handshake.called:
+        if self.state == self.STATE_CLOSED or self.relay.finished:
+            backend.abort()  # the client left while the upstream was answering
+        elif self._handshake is not None and not self._handshake.called:
             self._handshake.callback((subprotocol, headers))
         else:
             backend.abort()
