@@ -27,6 +27,20 @@ def raise_fd_limit() -> int:
     return hard
 
 
+def log_warnings(stream=sys.stdout) -> None:
+    """Send Twisted/Autobahn warnings and worse to ``stream``, as twistd does for wsfw.
+
+    Until logging begins Twisted keeps every event in memory (up to 64k of
+    them), which would blur the RSS figures; and the benchmark counts the
+    warnings each server logged.
+    """
+    from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
+                                textFileLogObserver)
+
+    observer = FilteringLogObserver(textFileLogObserver(stream), [LogLevelFilterPredicate(LogLevel.warn)])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
 class EchoProtocol(WebSocketServerProtocol):
     """Sends every message back unchanged, binary or text alike."""
 
@@ -54,6 +68,7 @@ def main(argv=None) -> None:
     parser.add_argument("--backlog", type=int, default=1024)
     args = parser.parse_args(argv)
     raise_fd_limit()
+    log_warnings()
     from twisted.internet import reactor
 
     port = reactor.listenTCP(args.port, factory(reactor), backlog=args.backlog, interface="127.0.0.1")

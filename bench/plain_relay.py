@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
-from echo_upstream import raise_fd_limit
+from echo_upstream import log_warnings, raise_fd_limit
 
 #: Options both hops share: no size caps, no fragmentation, no compression.
 NO_LIMITS = dict(maxFramePayloadSize=0, maxMessagePayloadSize=0, autoFragmentSize=0, openHandshakeTimeout=30)
@@ -171,6 +171,7 @@ def main(argv=None) -> None:
     parser.add_argument("--upstream", required=True, help="ws://HOST:PORT of the echo server")
     args = parser.parse_args(argv)
     raise_fd_limit()
+    log_warnings()
     from twisted.internet import reactor
 
     port = reactor.listenTCP(args.port, factories(reactor, args.upstream), backlog=args.backlog,

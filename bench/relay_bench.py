@@ -10,12 +10,15 @@ Per target: an idle phase (K connections opened and held: the server's RSS per
 connection, handshakes/s, how many still echo) and a throughput phase per
 message size (N connections x W messages in flight, closed loop: round
 trips/s, latency percentiles, and the server's CPU time per round trip from
-/proc/PID/stat). The server under test runs alone on CPU 1; the generator and
-the echo server share CPU 0. CPU time per round trip is the figure to compare:
-rates and latencies move with whatever else the machine runs, CPU time spent
-per round trip much less.
+/proc/PID/stat). All servers start first; the idle phases run on servers
+that have carried no traffic yet, then each size runs on the three targets in
+turn (``--repeat R``: R interleaved rounds, medians reported), so the windows
+compared are close in time. The server under test runs alone on CPU 1; the
+generator and the echo server share CPU 0. CPU time per round trip is the
+figure to compare: rates and latencies move with whatever else the machine
+runs, CPU time per round trip much less.
 
-    .venv/bin/python bench/relay_bench.py [--quick] [--out bench/results/NAME.json]
+    .venv/bin/python bench/relay_bench.py [--quick] [--repeat R] [--out bench/results/NAME.json]
 
 Prints a markdown table and writes every raw figure as JSON. See bench/README.md.
 """
@@ -23,6 +26,7 @@ Prints a markdown table and writes every raw figure as JSON. See bench/README.md
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import datetime
 import json
@@ -33,11 +37,14 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from loadgen import CLK_TCK, cpu_jiffies, proc_cpu_ticks  # bench/ is on sys.path: this script's directory
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -122,6 +129,14 @@ class Server:
         except OSError:
             return ""
 
+    def warnings(self) -> int:
+        """Lines the server logged at warn level or worse (Twisted's ``[namespace#level]`` format)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        return len(re.findall(r"#(?:warn|error|critical)\]", text))
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers; safe to call twice."""
         proc = self.proc
@@ -159,6 +174,24 @@ def loadgen(mode: str, port: int, watch: dict[str, int], timeout: float, cpu: in
     return json.loads(done.stdout)
 
 
+def wait_quiet(pids, timeout: float = 20.0, interval: float = 0.5) -> float:
+    """Until none of ``pids`` used more than ~5% of a core over ``interval``; seconds waited.
+
+    A phase ends when the generator's connections are closed, but a relay may
+    still be closing their upstream hops (after a mass close, for seconds: see
+    the README), on the CPU the next phase's server is about to use.
+    """
+    start = time.monotonic()
+    before = [proc_cpu_ticks(pid) or 0 for pid in pids]
+    while time.monotonic() - start < timeout:
+        time.sleep(interval)
+        after = [proc_cpu_ticks(pid) or 0 for pid in pids]
+        if all((b - a) / CLK_TCK <= 0.05 * interval for a, b in zip(before, after)):
+            break
+        before = after
+    return time.monotonic() - start
+
+
 # -- the machine ------------------------------------------------------------------
 
 def machine_info() -> dict:
@@ -171,7 +204,13 @@ def machine_info() -> dict:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         pass
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
     return {
+        "wsfw_commit": commit,
         "nproc": os.cpu_count(),
         "cpu_model": model,
         "kernel": platform.release(),
@@ -209,9 +248,6 @@ def _cmdline(pid: int) -> str:
 
 def idle_probe(seconds: float) -> dict:
     """How busy the machine is before we start: per-CPU load and the top CPU users."""
-    sys.path.insert(0, str(BENCH))
-    from loadgen import CLK_TCK, cpu_jiffies
-
     cpus_a, procs_a, t0 = cpu_jiffies(), _proc_ticks(), time.monotonic()
     time.sleep(seconds)
     cpus_b, procs_b, wall = cpu_jiffies(), _proc_ticks(), time.monotonic() - t0
@@ -234,30 +270,31 @@ def idle_probe(seconds: float) -> dict:
     return {"seconds": seconds, "cpus": cpus, "top": top[:5], "busy": busy >= 10}
 
 
-# -- one target -------------------------------------------------------------------
+# -- phases ---------------------------------------------------------------------
 
-def measure(target: str, server: Server, echo: Server, cfg: argparse.Namespace, log) -> dict:
-    """Idle phase, then one throughput phase per size, against a started server."""
+def idle_phase(target: str, server: "Server", cfg: argparse.Namespace, log) -> dict:
+    """K idle connections: the server's RSS per connection, handshakes/s, how many still echo."""
+    log(f"[{target}] idle: {cfg.idle_conns} connections, {cfg.concurrency} handshakes at a time")
+    result = loadgen("idle", server.port, {"server": server.pid}, timeout=cfg.idle_timeout + 120,
+                     cpu=LOAD_CPU if cfg.pin else None, conns=cfg.idle_conns, concurrency=cfg.concurrency,
+                     settle=cfg.settle, open_timeout=cfg.idle_timeout, size=64)
+    log(f"[{target}]   {summary_idle(result)}")
+    return result
+
+
+def throughput_phase(target: str, server: "Server", echo: "Server", size: int, cfg: argparse.Namespace,
+                     log) -> dict:
+    """N connections x W in flight: rate, latency, and the server's CPU time per round trip."""
     watch = {"server": server.pid}
     if server is not echo:
         watch["echo"] = echo.pid
-    cpu = LOAD_CPU if cfg.pin else None
-    result: dict = {"pid": server.pid, "port": server.port}
-
-    log(f"[{target}] idle: {cfg.idle_conns} connections, {cfg.concurrency} handshakes at a time")
-    result["idle"] = loadgen("idle", server.port, {"server": server.pid}, timeout=cfg.idle_timeout + 120, cpu=cpu,
-                             conns=cfg.idle_conns, concurrency=cfg.concurrency, settle=cfg.settle,
-                             open_timeout=cfg.idle_timeout, size=64)
-    log(f"[{target}]   {summary_idle(result['idle'])}")
-    result["throughput"] = {}
-    for size in cfg.sizes:
-        log(f"[{target}] throughput: {size} B, {cfg.conns} x {cfg.window} in flight, "
-            f"{cfg.warmup:g}s warm-up + {cfg.duration:g}s")
-        run = loadgen("throughput", server.port, watch, timeout=cfg.warmup + cfg.duration + 90, cpu=cpu,
-                      conns=cfg.conns, window=cfg.window, size=size, warmup=cfg.warmup, duration=cfg.duration)
-        derive(run, server_cpu=SERVER_CPU if cfg.pin else None)
-        result["throughput"][str(size)] = run
-        log(f"[{target}]   {summary_run(run)}")
+    log(f"[{target}] throughput: {size} B, {cfg.conns} x {cfg.window} in flight, "
+        f"{cfg.warmup:g}s warm-up + {cfg.duration:g}s")
+    result = loadgen("throughput", server.port, watch, timeout=cfg.warmup + cfg.duration + 90,
+                     cpu=LOAD_CPU if cfg.pin else None, conns=cfg.conns, window=cfg.window, size=size,
+                     warmup=cfg.warmup, duration=cfg.duration)
+    derive(result, server_cpu=SERVER_CPU if cfg.pin else None)
+    log(f"[{target}]   {summary_run(result)}")
     return result
 
 
@@ -281,6 +318,33 @@ def derive(run: dict, server_cpu: int | None) -> None:
                 f"cpu{LOAD_CPU}": run["generator_cpu_pct"] + (echo["cpu_pct"] if echo else 0)}
         run["other_load_pct"] = {name: max(0.0, cpu["cpus"][name]["busy_pct"] - mine)
                                  for name, mine in ours.items() if name in cpu["cpus"]}
+
+
+#: The per-run figures the table shows, as key paths; ``aggregate`` takes their medians over rounds.
+FIGURES = (("rate",), ("latency_us", "p50"), ("latency_us", "p99"), ("latency_us", "p99.9"),
+           ("server_cpu_us_per_rt",), ("server_cpu_pct",), ("generator_cpu_pct",), ("echo_cpu_us_per_rt",),
+           ("other_load_pct", f"cpu{SERVER_CPU}"), ("other_load_pct", f"cpu{LOAD_CPU}"))
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Median of each figure over the rounds that succeeded (one round: its own figures), plus the rounds."""
+    ok = [r for r in runs if "error" not in r]
+    out: dict = {"rounds": runs}
+    if not ok:
+        out["error"] = runs[-1]["error"] if runs else "no run"
+        return out
+    for path in FIGURES:
+        values = [v for v in (_get(r, *path) for r in ok) if v is not None]
+        if not values:
+            continue
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = statistics.median(values)
+    cpu = [r["server_cpu_us_per_rt"] for r in ok if "server_cpu_us_per_rt" in r]
+    if cpu:
+        out["server_cpu_us_per_rt_range"] = [min(cpu), max(cpu)]
+    return out
 
 
 def summary_idle(idle: dict) -> str:
@@ -308,7 +372,7 @@ def _get(data: dict, *path):
     return data
 
 
-def rows(results: dict, sizes) -> list[tuple[str, list, str, bool]]:
+def rows(results: dict, sizes, repeat: int = 1) -> list[tuple[str, list, str, bool]]:
     """(label, values per target, format, ratio wanted) for every row of the table."""
     out = []
     for size in sizes:
@@ -326,10 +390,14 @@ def rows(results: dict, sizes) -> list[tuple[str, list, str, bool]]:
             (f"{label}: **server CPU µs / round trip** (direct: echo server)", tp("server_cpu_us_per_rt"),
              "{:.1f}", True),
             (f"{label}: server CPU (% of a core)", tp("server_cpu_pct"), "{:.0f}", False),
+            *([(f"{label}: server CPU µs / round trip, min–max of {repeat} rounds",
+                tp("server_cpu_us_per_rt_range"), "{0[0]:.1f}–{0[1]:.1f}", False)] if repeat > 1 else []),
             (f"{label}: generator CPU (% of a core)", tp("generator_cpu_pct"), "{:.0f}", False),
             (f"{label}: echo CPU µs / round trip (behind a relay)", tp("echo_cpu_us_per_rt"), "{:.1f}", False),
-            (f"{label}: other load on CPU {SERVER_CPU} (%)", tp("other_load_pct", f"cpu{SERVER_CPU}"), "{:.0f}", False),
-            (f"{label}: other load on CPU {LOAD_CPU} (%)", tp("other_load_pct", f"cpu{LOAD_CPU}"), "{:.0f}", False),
+            (f"{label}: other load on CPU {SERVER_CPU} (%)", tp("other_load_pct", f"cpu{SERVER_CPU}"),
+             "{:.0f}", False),
+            (f"{label}: other load on CPU {LOAD_CPU} (%)", tp("other_load_pct", f"cpu{LOAD_CPU}"),
+             "{:.0f}", False),
         ]
 
     def idle(key):
@@ -345,13 +413,15 @@ def rows(results: dict, sizes) -> list[tuple[str, list, str, bool]]:
         ("idle: server RSS with all open (MiB)", mib(idle("rss_after_kib")), "{:.1f}", False),
         ("idle: **server KiB per idle connection**", idle("kib_per_conn"), "{:.1f}", True),
         ("idle: connections still echoing", idle("alive"), "{:,}", False),
+        ("server log: warnings over the whole run", [_get(results, t, "log_warnings") for t in TARGETS],
+         "{:,}", False),
     ]
     return out
 
 
-def table(results: dict, sizes) -> str:
+def table(results: dict, sizes, repeat: int = 1) -> str:
     lines = ["| figure | direct | plain-relay | wsfw | wsfw / plain-relay |", "|---|---:|---:|---:|---:|"]
-    for label, values, fmt, ratio in rows(results, sizes):
+    for label, values, fmt, ratio in rows(results, sizes, repeat):
         cells = [fmt.format(v) if v is not None else "–" for v in values]
         plain, wsfw = values[1], values[2]
         r = f"{wsfw / plain:.2f}×" if ratio and plain and wsfw is not None else ""
@@ -362,12 +432,14 @@ def table(results: dict, sizes) -> str:
 def header(report: dict) -> str:
     m, c, probe = report["machine"], report["config"], report["idle_probe"]
     lines = [
-        f"Run {report['started_utc']} ({'quick' if c['quick'] else 'full'}), {report['elapsed_s']:.0f}s; "
+        f"Run {report['started_utc']} ({'quick' if c['quick'] else 'full'}), {report['elapsed_s']:.0f}s, "
+        f"wsfw {m['wsfw_commit']}; "
         f"{m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, Python {m['python']}, "
         f"Twisted {m['twisted']}, Autobahn {m['autobahn']}; "
         f"{'server under test pinned to CPU 1, generator + echo to CPU 0' if c['pin'] else 'no CPU pinning'}.",
         f"Throughput: {c['conns']} connections x {c['window']} in flight, {c['warmup']:g}s warm-up + "
-        f"{c['duration']:g}s; idle: {c['idle_conns']} connections, {c['concurrency']} handshakes at a time.",
+        f"{c['duration']:g}s" + (f", {c['repeat']} interleaved rounds (medians)" if c["repeat"] > 1 else "")
+        + f"; idle: {c['idle_conns']} connections, {c['concurrency']} handshakes at a time.",
         "Idle probe before the run: " + ", ".join(f"{n} {v['busy_pct']:.0f}% busy"
                                                   for n, v in probe["cpus"].items() if n != "cpu")
         + (" -- the machine was NOT idle: " + "; ".join(f"{p['comm']} {p['cpu_pct']:.0f}%"
@@ -383,12 +455,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3s measured windows, 1000 idle connections")
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<UTC timestamp>.json)")
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of " + ",".join(TARGETS))
+    parser.add_argument("--repeat", type=int, metavar="R",
+                        help="throughput rounds per target and size, interleaved across targets; the table "
+                             "shows medians (default: 3, --quick: 1)")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
     args.targets = [t for t in args.targets.split(",") if t]
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
+    # One 10 s window per target swings by +-20% when another job shares the machine
+    # (bench/README.md); three interleaved rounds and their median hold to a few %.
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     args.pin = args.pin and pinning_available()
     args.conns, args.window, args.sizes = 50, 10, (64, 1024)
     args.warmup, args.duration = 2.0, (3.0 if args.quick else 10.0)
@@ -397,12 +478,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def start_target(target: str, echo: Server, workdir: Path, cfg: argparse.Namespace) -> Server:
+    """Start plain-relay or wsfw in front of the echo server, on the server CPU."""
+    cpu = SERVER_CPU if cfg.pin else None
+    if target == "plain-relay":
+        return Server(target, [PYTHON, str(BENCH / "plain_relay.py"), "--port", "0", "--backlog", str(BACKLOG),
+                               "--upstream", f"ws://127.0.0.1:{echo.port}"],
+                      r"plain-relay listening on (?P<port>\d+)", workdir, cpu).start()
+    config = workdir / "wsfw.ini"
+    config.write_text(WSFW_CONFIG.format(port=free_port(), backlog=BACKLOG, upstream=echo.port))
+    return Server(target, [TWISTD, "-n", "--pidfile=", "wsfw", "--config", str(config)],
+                  r"listening \[listen:bench\] on 127\.0\.0\.1:(?P<port>\d+)", workdir, cpu).start()
+
+
+@contextlib.contextmanager
+def under_test(server: Server, echo: Server, cfg: argparse.Namespace):
+    """While the echo server itself is under test (``direct``), it gets the server CPU."""
+    moved = cfg.pin and server is echo
+    if moved:
+        os.sched_setaffinity(echo.pid, {SERVER_CPU})
+    try:
+        yield
+    finally:
+        if moved and echo.proc.poll() is None:
+            os.sched_setaffinity(echo.pid, {LOAD_CPU})
+
+
 def run(cfg: argparse.Namespace) -> dict:
     started = datetime.datetime.now(datetime.timezone.utc)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress goes to stderr
     report = {"started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine_info(),
               "config": {k: getattr(cfg, k) for k in ("quick", "pin", "conns", "window", "sizes", "warmup",
-                                                      "duration", "idle_conns", "concurrency", "settle")},
+                                                      "duration", "repeat", "idle_conns", "concurrency",
+                                                      "settle")},
               "targets": cfg.targets}
     log("idle probe (2s) ...")
     report["idle_probe"] = idle_probe(2.0)
@@ -412,44 +520,40 @@ def run(cfg: argparse.Namespace) -> dict:
     if cfg.pin:
         os.sched_setaffinity(0, {LOAD_CPU})
     workdir = Path(tempfile.mkdtemp(prefix="wsfw-bench-"))
-    servers: list[Server] = []
+    servers: dict[str, Server] = {}
     results: dict = {}
     try:
         echo = Server("echo", [PYTHON, str(BENCH / "echo_upstream.py"), "--port", "0", "--backlog", str(BACKLOG)],
-                      r"echo listening on (?P<port>\d+)", workdir, LOAD_CPU if cfg.pin else None)
-        servers.append(echo.start())
+                      r"echo listening on (?P<port>\d+)", workdir, LOAD_CPU if cfg.pin else None).start()
+        servers["echo"] = echo
         for target in cfg.targets:
-            if target == "direct":
-                server = echo
-                if cfg.pin:  # the echo server is the server under test: give it CPU 1 for now
-                    os.sched_setaffinity(echo.pid, {SERVER_CPU})
-            elif target == "plain-relay":
-                server = Server(target, [PYTHON, str(BENCH / "plain_relay.py"), "--port", "0", "--backlog",
-                                         str(BACKLOG), "--upstream", f"ws://127.0.0.1:{echo.port}"],
-                                r"plain-relay listening on (?P<port>\d+)", workdir,
-                                SERVER_CPU if cfg.pin else None)
-                servers.append(server.start())
-            else:
-                config = workdir / "wsfw.ini"
-                config.write_text(WSFW_CONFIG.format(port=free_port(), backlog=BACKLOG, upstream=echo.port))
-                server = Server(target, [TWISTD, "-n", "--pidfile=", "wsfw", "--config", str(config)],
-                                r"listening \[listen:bench\] on 127\.0\.0\.1:(?P<port>\d+)", workdir,
-                                SERVER_CPU if cfg.pin else None)
-                servers.append(server.start())
-            try:
-                results[target] = measure(target, server, echo, cfg, log)
-            finally:
-                if server is echo:
-                    if cfg.pin:
-                        os.sched_setaffinity(echo.pid, {LOAD_CPU})
-                else:
-                    server.stop()
-                    if target in results:
-                        results[target]["log_tail"] = server.tail(10)
-            time.sleep(1)  # let closed connections settle before the next target
+            servers[target] = echo if target == "direct" else start_target(target, echo, workdir, cfg)
+            results[target] = {"pid": servers[target].pid, "port": servers[target].port, "throughput": {}}
+        # Idle phases first, on servers that have carried no traffic yet (cleanest RSS baseline);
+        # then each message size on every target in turn, so their windows are close in time.
+        pids = sorted({server.pid for server in servers.values()})
+        for target in cfg.targets:
+            with under_test(servers[target], echo, cfg):
+                results[target]["idle"] = idle_phase(target, servers[target], cfg, log)
+            results[target]["idle"]["quiet_after_s"] = wait_quiet(pids)
+        runs = {(t, size): [] for t in cfg.targets for size in cfg.sizes}
+        for size in cfg.sizes:
+            for _ in range(cfg.repeat):
+                for target in cfg.targets:
+                    with under_test(servers[target], echo, cfg):
+                        runs[target, size].append(throughput_phase(target, servers[target], echo, size, cfg, log))
+                    wait_quiet(pids)
+        for (target, size), rounds in runs.items():
+            results[target]["throughput"][str(size)] = aggregate(rounds)
     finally:
-        for server in reversed(servers):
+        for server in reversed(servers.values()):
             server.stop()
+        for target, server in servers.items():
+            if target in results:
+                results[target]["log_warnings"] = server.warnings()
+                results[target]["log_tail"] = server.tail(10)
+        if "echo" in servers:
+            report["echo_log_warnings"] = servers["echo"].warnings()
         shutil.rmtree(workdir, ignore_errors=True)
     report["results"] = results
     report["elapsed_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
@@ -463,7 +567,7 @@ def main(argv=None) -> int:
     report = run(cfg)
     out = cfg.out or BENCH / "results" / (report["started_utc"].replace(":", "").replace("-", "") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    report["table_markdown"] = table(report["results"], cfg.sizes)
+    report["table_markdown"] = table(report["results"], cfg.sizes, cfg.repeat)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(header(report))
     print()
@@ -471,7 +575,8 @@ def main(argv=None) -> int:
     print()
     print(f"raw figures: {out}")
     errors = [t for t, r in report["results"].items()
-              if "error" in r.get("idle", {}) or any("error" in v for v in r.get("throughput", {}).values())]
+              if "error" in r.get("idle", {}) or any("error" in run for size in r.get("throughput", {}).values()
+                                                    for run in size["rounds"])]
     if errors:
         print(f"errors in: {', '.join(errors)} (see the JSON)", file=sys.stderr)
     return 1 if errors else 0

@@ -408,7 +408,10 @@ class ConnectionLogTests(unittest.TestCase):
         self.addCleanup(support.settle)
         app = yield support.UpstreamApp().start()
         self.addCleanup(app.stop)
-        path = self.mktemp()
+        import tempfile
+        folder = tempfile.mkdtemp(prefix="wsfw-log-")
+        path = os.path.join(folder, "events.json")
+        self.addCleanup(lambda: (os.unlink(path), os.rmdir(folder)))
         wsfw = support.Wsfw(support.config_text(f"ws://127.0.0.1:{app.port_number}",
                                                 log=f"connections = yes\njson_file = {path}"))
         yield wsfw.start()

@@ -115,6 +115,11 @@ class Relay:
             pending.append((payload, is_binary, None))
             return
         verdict = self._inspect(side, payload, is_binary)
+        if verdict is FORWARD:  # the common case, without isinstance on an Awaitable ABC
+            target = self.ends[other(side)]
+            if target is not None:
+                target.send_message(payload, is_binary)
+            return
         if isinstance(verdict, Deferred):
             pending.append((payload, is_binary, verdict))
             self.ends[side].pause_reading()
