@@ -56,6 +56,9 @@ BACKLOG = 1024               # same listen backlog on all three servers
 
 WSFW_CONFIG = """\
 # Written by bench/relay_bench.py: wsfw with its shipped defaults, quiet logs.
+[wsfw]
+mode = {mode}
+
 [listen:bench]
 endpoint = tcp:{port}:interface=127.0.0.1:backlog={backlog}
 
@@ -433,7 +436,7 @@ def header(report: dict) -> str:
     m, c, probe = report["machine"], report["config"], report["idle_probe"]
     lines = [
         f"Run {report['started_utc']} ({'quick' if c['quick'] else 'full'}), {report['elapsed_s']:.0f}s, "
-        f"wsfw {m['wsfw_commit']}; "
+        f"wsfw {m['wsfw_commit']} (mode {report.get('wsfw_mode', 'block')}); "
         f"{m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, Python {m['python']}, "
         f"Twisted {m['twisted']}, Autobahn {m['autobahn']}; "
         f"{'server under test pinned to CPU 1, generator + echo to CPU 0' if c['pin'] else 'no CPU pinning'}.",
@@ -454,6 +457,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3s measured windows, 1000 idle connections")
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<UTC timestamp>.json)")
+    parser.add_argument("--wsfw-mode", default="block", choices=("block", "detect", "off"),
+                        help="wsfw's inspection mode: block (default: every message decoded and scanned) or off "
+                             "(the relay alone), to measure what inspection costs")
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of " + ",".join(TARGETS))
     parser.add_argument("--repeat", type=int, metavar="R",
                         help="throughput rounds per target and size, interleaved across targets; the table "
@@ -486,7 +492,7 @@ def start_target(target: str, echo: Server, workdir: Path, cfg: argparse.Namespa
                                "--upstream", f"ws://127.0.0.1:{echo.port}"],
                       r"plain-relay listening on (?P<port>\d+)", workdir, cpu).start()
     config = workdir / "wsfw.ini"
-    config.write_text(WSFW_CONFIG.format(port=free_port(), backlog=BACKLOG, upstream=echo.port))
+    config.write_text(WSFW_CONFIG.format(port=free_port(), backlog=BACKLOG, upstream=echo.port, mode=cfg.wsfw_mode))
     return Server(target, [TWISTD, "-n", "--pidfile=", "wsfw", "--config", str(config)],
                   r"listening \[listen:bench\] on 127\.0\.0\.1:(?P<port>\d+)", workdir, cpu).start()
 
@@ -511,7 +517,7 @@ def run(cfg: argparse.Namespace) -> dict:
               "config": {k: getattr(cfg, k) for k in ("quick", "pin", "conns", "window", "sizes", "warmup",
                                                       "duration", "repeat", "idle_conns", "concurrency",
                                                       "settle")},
-              "targets": cfg.targets}
+              "targets": cfg.targets, "wsfw_mode": cfg.wsfw_mode}
     log("idle probe (2s) ...")
     report["idle_probe"] = idle_probe(2.0)
     if report["idle_probe"]["busy"]:

@@ -13,6 +13,7 @@ import ipaddress
 import attrs
 
 MODES = ("block", "detect", "off")
+FRAMINGS = ("auto", "text", "json", "socketio", "raw")
 COMPRESSION = ("off", "client", "upstream", "both")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
@@ -22,6 +23,7 @@ class Settings:
     """``[wsfw]``: daemon-wide behaviour."""
 
     on_inspection_error: str = "close"
+    mode: str = "block"
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     expose_reason: bool = False
 
@@ -91,6 +93,9 @@ class Route:
     preserve_host: bool = False
     websocket: bool = True
     http_enabled: bool = True
+    mode: str | None = None  # None: [wsfw] mode
+    framing: str = "auto"
+    inspect_upstream: bool = False
 
     def matches_host(self, host: str) -> bool:
         if self.host is None:
@@ -149,12 +154,29 @@ class Timeouts:
 
 
 @attrs.frozen
+class Inspection:
+    """``[inspection]`` plus every ``[inspector:NAME]`` section's raw options."""
+
+    inspectors: tuple[str, ...] = ("detect", "leaks")
+    options: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    on_decode_error: str = "raw"
+    on_decode_limit: str = "log"
+    max_decode_depth: int = 8
+    max_params: int = 1000
+    max_expanded_bytes: int = 1024 * 1024
+
+    def options_for(self, name: str) -> dict[str, str]:
+        return dict(dict(self.options).get(name, ()))
+
+
+@attrs.frozen
 class LogConfig:
     """``[log]``: what wsfw itself says, and where its JSON event stream goes."""
 
     level: str = "info"
     connections: bool = True
     json_file: str | None = None
+    audit_file: str | None = None
 
 
 @attrs.frozen
@@ -168,6 +190,10 @@ class Config:
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
     log: LogConfig = LogConfig()
+    inspection: Inspection = Inspection()
+
+    def mode_for(self, route: Route) -> str:
+        return route.mode or self.settings.mode
 
     def match_route(self, host: str | None, path: str) -> Route | None:
         """The route for a request: host-specific routes first, then longest prefix.

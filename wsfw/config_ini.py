@@ -21,8 +21,11 @@ from twisted.internet.testing import MemoryReactor
 from wsfw import endpoints
 from wsfw.config import (
     COMPRESSION,
+    FRAMINGS,
     LOG_LEVELS,
+    MODES,
     Config,
+    Inspection,
     Limits,
     Listener,
     LogConfig,
@@ -44,15 +47,17 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 #: Keys each section accepts. The named constructors below read exactly these.
 SECTION_KEYS = {
-    "wsfw": ("on_inspection_error", "trusted_proxies", "expose_reason"),
+    "wsfw": ("on_inspection_error", "mode", "trusted_proxies", "expose_reason"),
     "listen": ("endpoint",),
     "route": ("host", "path", "upstream", "http_upstream", "ca_file", "client_cert", "client_key",
-              "server_name", "preserve_host", "websocket", "http"),
+              "server_name", "preserve_host", "websocket", "http", "mode", "framing", "inspect_upstream"),
     "limits": ("max_message_bytes", "max_frame_bytes", "max_frames_per_message", "max_http_body_bytes",
                "max_connections", "compression"),
     "timeouts": ("connect", "open_handshake", "close_handshake", "idle", "auto_ping_interval",
                  "auto_ping_timeout", "request_head", "upstream_response", "shutdown_drain"),
-    "log": ("level", "connections", "json_file"),
+    "log": ("level", "connections", "json_file", "audit_file"),
+    "inspection": ("inspectors", "on_decode_error", "on_decode_limit", "max_decode_depth", "max_params",
+                   "max_expanded_bytes"),
 }
 
 
@@ -151,10 +156,12 @@ class _Loader:
 
     def load(self) -> Config:
         self.fail_if_problems()
-        listeners, routes = [], []
+        listeners, routes, inspector_sections = [], [], {}
         for name in self.parser.sections():
             kind, _, label = name.partition(":")
-            if kind in ("listen", "route"):
+            if kind == "inspector":
+                inspector_sections[label] = dict(self.parser.items(name))
+            elif kind in ("listen", "route"):
                 if not _NAME.match(label):
                     self.problems.append(Problem(self.path, name, None,
                                                  f"needs a name of letters, digits, '.', '_' or '-', e.g. [{kind}:public]"))
@@ -163,7 +170,8 @@ class _Loader:
                 (listeners if kind == "listen" else routes).append(
                     self.listener(section, label) if kind == "listen" else self.route(section, label))
             elif name not in SECTION_KEYS or name in ("listen", "route"):
-                near = difflib.get_close_matches(name, ["wsfw", "limits", "timeouts", "log", "listen:NAME", "route:NAME"], n=1)
+                near = difflib.get_close_matches(name, ["wsfw", "limits", "timeouts", "log", "inspection", "listen:NAME",
+                                                        "route:NAME", "inspector:NAME"], n=1)
                 hint = f" (did you mean [{near[0]}]?)" if near else ""
                 self.problems.append(Problem(self.path, name, None, f"unknown section{hint}"))
         if not listeners:
@@ -174,10 +182,11 @@ class _Loader:
         limits = self.limits(_Section(self, "limits", "limits"))
         timeouts = self.timeouts(_Section(self, "timeouts", "timeouts"))
         log = self.log(_Section(self, "log", "log"))
+        inspection = self.inspection(_Section(self, "inspection", "inspection"), inspector_sections)
         self.check_routes_unique([r for r in routes if r is not None])
         self.fail_if_problems()
         return Config(path=self.path, listeners=tuple(listeners), routes=tuple(routes), settings=settings,
-                      limits=limits, timeouts=timeouts, log=log)
+                      limits=limits, timeouts=timeouts, log=log, inspection=inspection)
 
     # -- sections ---------------------------------------------------------
 
@@ -190,6 +199,7 @@ class _Loader:
                 s.problem("trusted_proxies", f"{item!r} is not an IP address or CIDR network")
         return Settings(
             on_inspection_error=s.choice("on_inspection_error", "close", ("close", "allow")),
+            mode=s.choice("mode", "block", MODES),
             trusted_proxies=tuple(proxies),
             expose_reason=s.bool("expose_reason", False),
         )
@@ -236,7 +246,10 @@ class _Loader:
         if ws is not None and http is not None:
             route = Route(name=name, path=path, host=host, upstream_url=upstream_url, ws=ws, http=http, tls=tls,
                           preserve_host=s.bool("preserve_host", False), websocket=s.bool("websocket", True),
-                          http_enabled=s.bool("http", True))
+                          http_enabled=s.bool("http", True),
+                          mode=s.choice("mode", "block", MODES) if s.str("mode") else None,
+                          framing=s.choice("framing", "auto", FRAMINGS),
+                          inspect_upstream=s.bool("inspect_upstream", False))
         return route
 
     def upstream(self, s: _Section, key: str, url: str, schemes: tuple[str, str]) -> Upstream | None:
@@ -296,7 +309,52 @@ class _Loader:
 
     def log(self, s: _Section) -> LogConfig:
         return LogConfig(level=s.choice("level", "info", LOG_LEVELS), connections=s.bool("connections", True),
-                         json_file=s.str("json_file"))
+                         json_file=s.str("json_file"), audit_file=s.str("audit_file"))
+
+    def inspection(self, s: _Section, sections: dict[str, dict[str, str]]) -> Inspection:
+        from wsfw.inspection.registry import factories
+
+        d = Inspection()
+        names = tuple((s.str("inspectors", ",".join(d.inspectors)) or "").replace(",", " ").split())
+        known, plugin_errors = factories()
+        for message in plugin_errors:
+            s.problem(None, message)
+        for name in names:
+            if name not in known:
+                s.problem("inspectors", f"no inspector named {name!r} (known: {', '.join(sorted(known))})")
+        for name, options in sections.items():
+            if name not in known:
+                self.problems.append(Problem(self.path, f"inspector:{name}", None,
+                                             f"no inspector named {name!r} (known: {', '.join(sorted(known))})"))
+        for name in names:
+            if name in known:
+                self.check_inspector(name, known[name], sections.get(name, {}))
+        inspection = Inspection(
+            inspectors=names,
+            options=tuple((n, tuple(sorted(o.items()))) for n, o in sections.items()),
+            on_decode_error=s.choice("on_decode_error", d.on_decode_error, ("raw", "close")),
+            on_decode_limit=s.choice("on_decode_limit", d.on_decode_limit, ("log", "block")),
+            max_decode_depth=s.count("max_decode_depth", d.max_decode_depth),
+            max_params=s.count("max_params", d.max_params),
+            max_expanded_bytes=s.size("max_expanded_bytes", d.max_expanded_bytes),
+        )
+        for key in ("max_decode_depth", "max_params", "max_expanded_bytes"):
+            if getattr(inspection, key) <= 0:
+                s.problem(key, "must be greater than 0")
+        return inspection
+
+    def check_inspector(self, name: str, factory, options: dict[str, str]) -> None:
+        section = f"inspector:{name}"
+        for key in options:
+            if key not in factory.keys:
+                near = difflib.get_close_matches(key, factory.keys, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else f" (known keys: {', '.join(factory.keys)})"
+                self.problems.append(Problem(self.path, section, key, f"unknown key{hint}"))
+        try:
+            factory.check({k: v for k, v in options.items() if k in factory.keys})
+        except ValueError as e:
+            key, message = e.args if len(e.args) == 2 else (None, str(e))
+            self.problems.append(Problem(self.path, section, key, message))
 
     def check_routes_unique(self, routes: list[Route]) -> None:
         seen: dict[tuple, str] = {}

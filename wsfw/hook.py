@@ -49,6 +49,12 @@ class MessageView:
     is_binary: bool
     subprotocol: str | None
     path: str
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # the client's handshake headers, names lower-cased
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((value for key, value in self.headers if key == name), None)
 
     @property
     def text(self) -> str | None:
@@ -63,3 +69,6 @@ class NoInspection:
 
     def inspect_message(self, view: MessageView) -> Verdict:
         return FORWARD
+
+    def connection_closed(self, conn_id: str) -> None:
+        pass

@@ -40,3 +40,37 @@ class IMessageHook(Interface):
 
     def inspect_message(view):
         """Return a ``wsfw.hook.Verdict`` for a ``wsfw.hook.MessageView``, or a Deferred of one."""
+
+    def connection_closed(conn_id):
+        """The connection ``conn_id`` is gone: drop any state kept for it. Never raises."""
+
+
+class IInspector(Interface):
+    """Looks at one decoded message (or polling request) and reports a finding, or None.
+
+    Inspectors never see protocol objects: only a read-only view and the
+    decoded parameters, so they can be tested with plain values.
+    """
+
+    name = Attribute("the name operators use in [inspection] inspectors = ...")
+
+    def inspect(view, decoded):
+        """Return a ``wsfw.inspection.Finding`` or None for a ``MessageView`` and its ``Decoded``."""
+
+
+class IInspectorFactory(Interface):
+    """Builds an inspector from its own ``[inspector:NAME]`` section (mitmproxy's add_option model).
+
+    Third parties register factories under the ``wsfw.inspectors`` entry-point
+    group; wsfw verifies each against this interface when it loads it.
+    """
+
+    name = Attribute("registered name")
+    keys = Attribute("the ini keys the factory accepts in [inspector:NAME]")
+
+    def check(options):
+        """Validate a dict of option strings cheaply (config load, ``check-config``);
+        raise ``ValueError(key, message)`` on bad input."""
+
+    def build(options):
+        """Return an ``IInspector`` for checked options (may be expensive: it runs once, before listening)."""

@@ -14,7 +14,8 @@ from twisted.web.client import HTTPConnectionPool
 
 from wsfw import endpoints, logs
 from wsfw.config import Config
-from wsfw.hook import NoInspection
+from wsfw.inspection.audit import Audit
+from wsfw.inspection.pipeline import build_pipelines
 from wsfw.http.proxy import ProxyResource
 from wsfw.http.site import Dispatch, PublicSite
 from wsfw.relay.frontend import FrontendFactory
@@ -90,15 +91,16 @@ class _LogService(Service):
             self.json.close()
 
 
-class _PoolService(Service):
-    name = "http-pool"
+class _OnStop(Service):
+    """Runs one clean-up when the daemon stops: closing the audit file, the upstream HTTP pool."""
 
-    def __init__(self, pool):
-        self.pool = pool
+    def __init__(self, name: str, cleanup):
+        self.name = name
+        self.cleanup = cleanup
 
     def stopService(self):
         super().stopService()
-        return self.pool.closeCachedConnections()
+        return self.cleanup()
 
 
 class WsfwService(MultiService):
@@ -122,17 +124,26 @@ class WsfwService(MultiService):
 
 def build(config: Config, reactor, hook=None) -> WsfwService:
     """The whole daemon as a service tree. Children stop in reverse order: listeners
-    first (no new connections), then open connections drain, then the log closes."""
-    hook = hook or NoInspection()
+    first (no new connections), then open connections drain, then the logs close.
+
+    ``hook`` replaces the configured inspection pipelines on every route (tests
+    and embedders); by default each route gets its own pipeline.
+    """
     top = WsfwService(config)
     _LogService(config).setServiceParent(top)
+    audit = Audit(config.log.audit_file)
+    _OnStop("audit", audit.close).setServiceParent(top)
+    pipelines = build_pipelines(config, audit)
+    hooks = {name: hook or pipeline for name, pipeline in pipelines.items()}
     pool = HTTPConnectionPool(reactor, persistent=True)
-    _PoolService(pool).setServiceParent(top)
+    _OnStop("http-pool", pool.closeCachedConnections).setServiceParent(top)
     tracker = ConnectionTracker(reactor, config.timeouts.shutdown_drain)
     tracker.setServiceParent(top)
     top.tracker = tracker
-    websockets = {r.name: WebSocketResource(FrontendFactory(config, r, hook, reactor, tracker)) for r in config.routes}
-    proxies = {r.name: ProxyResource(config, r, reactor, pool) for r in config.routes}
+    websockets = {r.name: WebSocketResource(FrontendFactory(config, r, hooks[r.name], reactor, tracker))
+                  for r in config.routes}
+    proxies = {r.name: ProxyResource(config, r, reactor, pool, None if hook else pipelines[r.name])
+               for r in config.routes}
     site = PublicSite(Dispatch(config, websockets, proxies), config, reactor)
     for listener in config.listeners:
         service = ListenerService(listener.name, listener.endpoint,

@@ -328,9 +328,11 @@ class Judge:
 
     def __init__(self):
         self.seen = []
+        self.views = []
 
     def inspect_message(self, view):
         self.seen.append((view.direction, view.payload))
+        self.views.append(view)
         if b"drop-me" in view.payload:
             return Verdict.drop("test drop")
         if b"attack" in view.payload:
@@ -390,11 +392,12 @@ class HookTests(RelayTestBase):
 
     @defer.inlineCallbacks
     def test_both_directions_inspected(self):
-        """The hook sees client->upstream and upstream->client messages."""
-        proto = yield self.client()
+        """The hook sees client->upstream and upstream->client messages, with the handshake's headers."""
+        proto = yield self.client("/ws/echo?room=1", headers={"X-Team": "blue"})
         proto.sendMessage(b"ping")
         yield support.next_message(proto)
         self.assertEqual(self.hook.seen, [("client", b"ping"), ("upstream", b"ping")])
+        self.assertEqual((self.hook.views[0].header("x-team"), self.hook.views[0].query), ("blue", "room=1"))
 
 
 class ConnectionLogTests(unittest.TestCase):

@@ -60,9 +60,22 @@ def test_twistd_check_flag(tmp_path):
 
 
 def test_build_has_named_children():
-    """build() assembles the log, pool, tracker and one service per listener, on any reactor."""
+    """build() assembles the logs, pool, tracker and one service per listener, on any reactor."""
     config = config_ini.load("x.ini", "[listen:a]\nendpoint = tcp:8080\n[listen:b]\nendpoint = tcp:8081\n"
                                       "[route:r]\nupstream = ws://127.0.0.1:1\n")
     service = build(config, MemoryReactor())
     names = [child.name for child in service]
-    assert names == ["log", "http-pool", "connections", "listen:a", "listen:b"]
+    assert names == ["log", "audit", "http-pool", "connections", "listen:a", "listen:b"]
+
+
+def test_wsfw_inspect_cli(tmp_path, capsys):
+    """`wsfw inspect` prints each message's decoded parameters and the verdict with its reason."""
+    messages = tmp_path / "messages.txt"
+    messages.write_text('42["chat message","hello there"]\n42["chat message","<script>alert(1)</script>"]\n')
+    assert cli.main(["inspect", "--framing", "socketio", str(messages)]) == 0
+    out = capsys.readouterr().out
+    assert "socketio.args[0] = 'hello there'" in out
+    first, second = out.split("message 2:")
+    assert "verdict: FORWARD" in first
+    assert "verdict: BLOCK (xss" in second and "param=socketio.args[0]" in second
+    assert "2 message(s), 1 would be blocked" in out

@@ -78,10 +78,11 @@ class ProxyResource:
 
     isLeaf = True
 
-    def __init__(self, config, route, reactor, pool: HTTPConnectionPool):
+    def __init__(self, config, route, reactor, pool: HTTPConnectionPool, pipeline=None):
         self.config = config
         self.route = route
         self.reactor = reactor
+        self.pipeline = pipeline
         tls = endpoints.client_tls_options(route.http, route.tls) if route.http.secure else None
         endpoint = endpoints.client_endpoint(reactor, route.http, route.tls, config.timeouts.connect, tls)
         self.agent = Agent.usingEndpointFactory(reactor, _RouteEndpoints(endpoint), pool=pool)
@@ -112,6 +113,8 @@ class ProxyResource:
         request.content.seek(0, 2)
         length = request.content.tell()
         request.content.seek(0)
+        if length and self.pipeline is not None and self._refused(request, path, query):
+            return b"blocked by policy\n"
         body = FileBodyProducer(request.content) \
             if (length or request.method in _BODY_METHODS) else None
         d = self.agent.request(request.method, url.encode("latin-1"), self.upstream_headers(request), body)
@@ -126,6 +129,20 @@ class ProxyResource:
         d.addCallbacks(self._respond, self._failed, callbackArgs=(request,), errbackArgs=(request, url, timed_out))
         d.addErrback(lambda f: log.failure("proxying {url} failed", f, url=url))
         return NOT_DONE_YET
+
+    def _refused(self, request, path: str, query: str) -> bool:
+        """Inspect a request body with the route's WebSocket policy; on block answer 403."""
+        peer = request.getClientAddress()
+        verdict = self.pipeline.inspect_http_body(
+            body=request.content.read(), content_type=(request.getHeader(b"content-type") or b"").decode("latin-1"),
+            peer=getattr(peer, "host", str(peer)), path=path, query=query)
+        request.content.seek(0)
+        if verdict.action == "forward":
+            return False
+        request.setResponseCode(403)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"connection", b"close")
+        return True
 
     def _respond(self, response, request):
         if request._disconnected:

@@ -55,7 +55,9 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
         peer = self.transport.getPeer()
         peer_ip = getattr(peer, "host", str(peer))
         self.relay = Relay(route=factory.route.name, peer=f"{peer_ip}:{getattr(peer, 'port', '')}",
-                           path=request.path, hook=factory.hook, settings=factory.config.settings,
+                           path=request.path, query=self.http_request_uri.partition("?")[2],
+                           headers=tuple(request.headers.items()),
+                           hook=factory.hook, settings=factory.config.settings,
                            timeouts=factory.config.timeouts, clock=factory.clock, tracker=factory.tracker,
                            log_connections=factory.config.log.connections)
         self.relay.attach(CLIENT, self)

@@ -33,11 +33,14 @@ class Relay:
     """One client connection and its upstream connection."""
 
     def __init__(self, *, route: str, peer: str, path: str, hook, settings, timeouts, clock,
-                 tracker=None, log_connections: bool = True, conn_id: str | None = None):
+                 tracker=None, log_connections: bool = True, conn_id: str | None = None, query: str = "",
+                 headers: tuple[tuple[str, str], ...] = ()):
         self.conn_id = conn_id or new_conn_id()
         self.route = route
         self.peer = peer
         self.path = path
+        self.query = query
+        self.headers = headers
         self.hook = hook
         self.settings = settings
         self.timeouts = timeouts
@@ -130,7 +133,8 @@ class Relay:
     def _inspect(self, side, payload, is_binary):
         view = MessageView(conn_id=self.conn_id, route=self.route, peer=self.peer, direction=side,
                            index=self.messages[side], payload=payload, is_binary=is_binary,
-                           subprotocol=self.subprotocol, path=self.path)
+                           subprotocol=self.subprotocol, path=self.path, query=self.query,
+                           headers=self.headers)
         try:
             return self.hook.inspect_message(view)
         except Exception:
@@ -177,7 +181,7 @@ class Relay:
 
     def close_policy(self, side: str, code: int, reason: str, rule: str | None = None) -> None:
         """wsfw ends the connection because of what ``side`` sent; the other hop gets 1001."""
-        log.warn("{conn} closing {side} with {code}: {reason}", conn=self.conn_id, side=side, code=code,
+        log.info("{conn} closing {side} with {code}: {reason}", conn=self.conn_id, side=side, code=code,
                  reason=reason, rule=rule, event="policy_close")
         self._record(side, code, reason, "wsfw")
         told = reason if self.settings.expose_reason else "policy violation"
@@ -289,6 +293,12 @@ class Relay:
         flow.unlink(*(getattr(end, "transport", None) for end in self.ends.values()))
         if self.tracker is not None:
             self.tracker.remove(self)
+        closed = getattr(self.hook, "connection_closed", None)
+        if closed is not None:
+            try:
+                closed(self.conn_id)
+            except Exception:
+                log.failure("{conn} inspection hook failed in connection_closed", conn=self.conn_id)
         if self.log_connections and self.started:
             log.info(
                 "{conn} closed {peer} route={route} after {duration:.3f}s: client->upstream {c_msgs} msgs "

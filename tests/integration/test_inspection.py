@@ -1,0 +1,145 @@
+"""Inspection over real sockets: attacks in Socket.IO events and JSON are blocked, bystanders carry on."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+from io import BytesIO
+from zope.interface import implementer
+
+from tests import support
+from wsfw import decoders
+from wsfw.inspection.audit import Audit
+from wsfw.inspection.pipeline import Pipeline
+from wsfw.interfaces import IInspector
+
+XSS = '42["chat message","<img src=x onerror=alert(document.cookie)>"]'
+SQLI = '42["chat message","1\' UNION SELECT username, password FROM users--"]'
+BENIGN = '42["chat message","see you at 5pm, bring the <3 and snacks; SELECT a seat early!"]'
+
+
+def read_audit(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class InspectionBase(unittest.TestCase):
+    timeout = 30
+    mode = "block"
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.addCleanup(support.settle)
+        self.app = yield support.UpstreamApp().start()
+        self.addCleanup(self.app.stop)
+        folder = tempfile.mkdtemp(prefix="wsfw-audit-")
+        self.audit_path = os.path.join(folder, "audit.json")
+        self.addCleanup(lambda: (os.path.exists(self.audit_path) and os.unlink(self.audit_path), os.rmdir(folder)))
+        self.wsfw = support.Wsfw(support.config_text(
+            f"ws://127.0.0.1:{self.app.port_number}", log=f"connections = yes\naudit_file = {self.audit_path}",
+            extra=f"[wsfw]\nmode = {self.mode}\n"), hook=self.make_hook())
+        yield self.wsfw.start()
+        self.addCleanup(self.wsfw.stop)
+
+    def make_hook(self):
+        return None
+
+    @defer.inlineCallbacks
+    def client(self, path="/ws/socket.io/?EIO=4&transport=websocket"):
+        proto = yield support.connect(self.wsfw.url(path))
+        self.addCleanup(support.abort, proto)
+        return proto
+
+
+class BlockTests(InspectionBase):
+    @defer.inlineCallbacks
+    def test_socketio_attack_closes_attacker_only(self):
+        """An XSS in a Socket.IO event argument: attacker closed with 1008, upstream never sees it, victim chats on."""
+        victim = yield self.client()
+        attacker = yield self.client()
+        victim.sendMessage(BENIGN.encode())
+        self.assertEqual((yield support.next_message(victim))[0], BENIGN.encode())
+        upstream_closed = self.app.ws.next_close()
+        attacker.sendMessage(XSS.encode())
+        _, code, _ = yield support.closed(attacker)
+        self.assertEqual(code, 1008)
+        self.assertEqual((yield upstream_closed)[1], 1001, "the app sees a normal departure")
+        self.assertNotIn(XSS.encode(), [m for m, _ in self.app.ws.received])
+        victim.sendMessage(b'42["chat message","still here"]')
+        self.assertEqual((yield support.next_message(victim))[0], b'42["chat message","still here"]')
+        record = read_audit(self.audit_path)[-1]
+        self.assertEqual((record["action"], record["enforced"], record["framing"], record["direction"]),
+                         ("block", True, "socketio", "client"))
+        self.assertEqual(record["param"], "socketio.args[0]")
+        self.assertIn("xss", record["classes"])
+        for field in ("log_time", "conn", "peer", "route", "rule_ids", "score", "excerpt", "matches"):
+            self.assertIn(field, record)
+
+    @defer.inlineCallbacks
+    def test_sqli_in_json_blocked(self):
+        """A SQL injection inside a JSON field is blocked."""
+        proto = yield self.client("/ws/echo")
+        proto.sendMessage(json.dumps({"type": "search", "q": "x' OR 1=1 -- "}).encode())
+        _, code, _ = yield support.closed(proto)
+        self.assertEqual(code, 1008)
+        self.assertEqual(self.app.ws.received, [])
+
+    @defer.inlineCallbacks
+    def test_polling_attack_gets_403(self):
+        """The same attack over Engine.IO long-polling is refused with 403 and not forwarded."""
+        agent = Agent(reactor)
+        url = self.wsfw.url("/http/echo/socket.io/?EIO=4&transport=polling&sid=abc", "http").encode()
+        response = yield agent.request(b"POST", url, Headers({b"content-type": [b"text/plain;charset=UTF-8"]}),
+                                       FileBodyProducer(BytesIO(("2\x1e" + SQLI).encode())))
+        self.assertEqual(response.code, 403)
+        yield readBody(response)
+        benign = yield agent.request(b"POST", url, Headers({}), FileBodyProducer(BytesIO(BENIGN.encode())))
+        self.assertEqual(benign.code, 200)
+        self.assertEqual((yield readBody(benign)), BENIGN.encode())
+        self.assertEqual(read_audit(self.audit_path)[-1]["kind"], "http")
+
+
+class DetectModeTests(InspectionBase):
+    mode = "detect"
+
+    @defer.inlineCallbacks
+    def test_detect_mode_forwards_and_logs(self):
+        """In detect mode the attack is forwarded and audited with enforced=false."""
+        proto = yield self.client()
+        proto.sendMessage(XSS.encode())
+        self.assertEqual((yield support.next_message(proto))[0], XSS.encode())
+        record = read_audit(self.audit_path)[-1]
+        self.assertEqual((record["action"], record["enforced"]), ("detect", False))
+
+
+@implementer(IInspector)
+class Broken:
+    name = "broken"
+
+    def inspect(self, view, decoded):
+        raise RuntimeError("inspector bug")
+
+
+class FailClosedTests(InspectionBase):
+    def make_hook(self):
+        self.hook_audit = Audit(None)
+        return Pipeline(route="app", mode="block", framing="auto", inspect_upstream=False, inspectors=[Broken()],
+                        limits=decoders.Limits(), on_decode_error="raw", on_decode_limit="log", on_error="close",
+                        audit=self.hook_audit)
+
+    @defer.inlineCallbacks
+    def test_raising_inspector_fails_closed(self):
+        """An inspector that raises closes the client with 1011 and the failure is logged."""
+        proto = yield self.client("/ws/echo")
+        proto.sendMessage(b"hello")
+        _, code, _ = yield support.closed(proto)
+        self.assertEqual(code, 1011)
+        self.assertEqual(self.app.ws.received, [])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        yield task.deferLater(reactor, 0, lambda: None)

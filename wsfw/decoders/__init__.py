@@ -1,0 +1,277 @@
+"""Message decoders: every WebSocket message (or polling body) becomes named parameters.
+
+``decode_message`` turns one message into a :class:`Decoded` whose ``params`` are
+``(path, value)`` pairs (values always ``str``) for the detectors. It never raises.
+
+Param naming
+------------
+- ``raw``: the whole message text, always present (omitted only when it equals the single
+  decoded value, e.g. a plain text message), so a decoder gap never blinds detection.
+  Binary messages are shown as UTF-8 when valid, else latin-1 (one char per byte).
+- text: ``text``.
+- JSON: ``json`` is the root; members ``json.user.name``; elements ``json.items[0]``.
+  Keys that are not plain identifiers (plain = ASCII identifier, not starting with ``_``, not
+  ``constructor``/``prototype``) are written JSON-quoted in brackets, ``json.user["$ne"]``, and
+  also emitted as a param of their own whose value is the key: ``("json.user[\\"$ne\\"]<key>",
+  "$ne")``, ``("json[\\"__proto__\\"]<key>", "__proto__")``. Numbers keep their source text;
+  true/false/null become ``"true"``/``"false"``/``"null"``; containers produce no param of
+  their own.
+- Socket.IO: ``socketio.type``, ``socketio.namespace``, ``socketio.ack_id``, ``socketio.event``,
+  ``socketio.args[i]`` (after the event name; walked like JSON: ``socketio.args[1].user.name``),
+  ``socketio.auth.*`` (CONNECT), ``socketio.error.*`` (CONNECT_ERROR), binary attachments at
+  ``<placeholder path><binary>``; Engine.IO: ``engineio.type``, ``engineio.open.*``.
+- Nested encodings of any string value, each kept next to the original, applied recursively
+  within ``Limits.max_depth``: ``<json>`` (string holding a JSON object/array, then walked:
+  ``json.data<json>.a``), ``<url>`` (percent-decoding to different, valid UTF-8), ``<html>``
+  (HTML entities), ``<js>`` (``\\uXXXX``/``\\xXX`` escapes), ``<b64>`` (base64/base64url of at
+  least 16 chars decoding to printable UTF-8), e.g. ``json.q<b64><url>``.
+
+Bounds (:class:`Limits`): ``max_depth`` counts JSON containers and nested encodings,
+``max_params`` counts params except ``raw``, ``max_expanded_bytes`` counts characters of param
+values except ``raw``. Hitting one stops (depth: skips that subtree), and ``truncated`` names
+the first bound hit. Very deep JSON is parsed by a linear fallback parser that does not build
+below ``max_depth``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import base64
+import binascii
+
+from zope.interface import implementer
+
+from ._walk import Ctx, Stop, nested, parse_json, walk
+from .base import ConnectionState, Decoded, IDecoder, Limits
+from .socketio import SocketIODecoder, bytes_text, decode_binary, decode_text
+
+__all__ = [
+    "ConnectionState",
+    "Decoded",
+    "IDecoder",
+    "Limits",
+    "decode_message",
+    "decode_polling",
+    "register",
+    "registry",
+    "select",
+]
+
+FRAMINGS = ("auto", "text", "json", "socketio", "raw")
+
+
+def _utf8(payload):
+    try:
+        return payload.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return payload.decode("utf-8", "replace"), "invalid utf-8"
+
+
+def _text_params(text, limits, error=None, fmt="text"):
+    ctx = Ctx(limits)
+    try:
+        ctx.add("text", text)
+        if limits.max_depth > 0 and len(text) > 2:
+            nested(ctx, text, "text", 0)
+    except Stop:
+        pass
+    return ctx.result(fmt, None, text, error)
+
+
+def _raw(payload, is_binary):
+    text = bytes_text(payload) if is_binary else payload.decode("utf-8", "replace")
+    return Decoded("raw", None, (("raw", text),))
+
+
+def _json_params(text, obj, limits, error=None):
+    ctx = Ctx(limits)
+    try:
+        walk(ctx, obj, "json", 0)
+    except Stop:
+        pass
+    return ctx.result("json", None, text, error)
+
+
+@implementer(IDecoder)
+class TextDecoder:
+    """The message text as one ``text`` param (plus its nested encodings)."""
+
+    name = "text"
+
+    def decode(self, payload, is_binary, limits, state):
+        if is_binary:
+            return _raw(payload, True)
+        text, error = _utf8(payload)
+        return _text_params(text, limits, error)
+
+
+@implementer(IDecoder)
+class JSONDecoder:
+    """A JSON document walked into ``json.*`` params."""
+
+    name = "json"
+
+    def decode(self, payload, is_binary, limits, state):
+        if is_binary:
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                return _raw(payload, True)
+            error = None
+        else:
+            text, error = _utf8(payload)
+        try:
+            obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
+        except ValueError:
+            if is_binary:
+                return _raw(payload, True)
+            return Decoded("json", None, (("raw", text),), None, error or "invalid json")
+        return _json_params(text, obj, limits, error)
+
+
+@implementer(IDecoder)
+class RawDecoder:
+    """No decoding: the message text (binary: UTF-8 if valid, else latin-1) as ``raw``."""
+
+    name = "raw"
+
+    def decode(self, payload, is_binary, limits, state):
+        return _raw(payload, is_binary)
+
+
+_REGISTRY: dict[str, IDecoder] = {
+    "text": TextDecoder(),
+    "json": JSONDecoder(),
+    "socketio": SocketIODecoder(),
+    "raw": RawDecoder(),
+}
+
+
+def registry() -> dict[str, IDecoder]:
+    """Name -> decoder (a copy: "text", "json", "socketio", "raw" plus registered ones)."""
+    return dict(_REGISTRY)
+
+
+def register(decoder) -> None:
+    """Add (or replace) a decoder under its ``name``; for later framework decoders."""
+    _REGISTRY[decoder.name] = decoder
+
+
+def select(framing: str, path: str, query: str, subprotocol: str | None) -> str:
+    """The decoder name for a connection: the route's framing, or a guess when it is "auto".
+
+    auto: Socket.IO when the path contains ``/socket.io/`` or the query has ``EIO=4``;
+    otherwise "auto" (sniffed per message by decode_message).
+    """
+    if framing != "auto":
+        return framing
+    if "/socket.io/" in (path or "") or "EIO=4" in (query or ""):
+        return "socketio"
+    return "auto"
+
+
+#: A Socket.IO v5 packet inside an Engine.IO message: 4, a packet type 0-6,
+#: optional attachments, namespace and ack id, then a JSON payload. Servers
+#: mount Socket.IO on any path (its `path` option), so auto-sniffing by content
+#: matters as much as the /socket.io/ default.
+_SOCKETIO_SNIFF = re.compile(r"4[0-6](?:\d{1,6}-)?(?:/[^,\[{]{0,200},)?\d{0,12}[\[{]")
+
+
+def _sniff(payload, is_binary, limits):
+    if is_binary:
+        return _raw(payload, True)
+    text, error = _utf8(payload)
+    if _SOCKETIO_SNIFF.match(text):
+        decoded = _SIO.decode(payload, is_binary, limits, None)
+        if decoded.error is None:
+            return decoded
+    c = text[:1]
+    if c in " \t\r\n":
+        c = text.lstrip(" \t\r\n")[:1]
+    if c == "{" or c == "[":
+        try:
+            obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
+        except ValueError:
+            pass
+        else:
+            return _json_params(text, obj, limits, error)
+    return _text_params(text, limits, error)
+
+
+def decode_message(payload, is_binary, framing, limits, state=None) -> Decoded:
+    """Decode one WebSocket message with ``framing`` (what select() returned). Never raises."""
+    try:
+        if framing == "socketio":
+            return _SIO.decode(payload, is_binary, limits, state)
+        if framing == "auto":
+            return _sniff(payload, is_binary, limits)
+        dec = _REGISTRY.get(framing)
+        if dec is None:
+            d = _raw(payload, is_binary)
+            return Decoded(d.format, None, d.params, None, "unknown framing %r" % (framing,))
+        return dec.decode(payload, is_binary, limits, state)
+    except Exception as e:  # a decoder bug must not blind detection or kill the connection
+        return _failed(payload, is_binary, e)
+
+
+_SIO = _REGISTRY["socketio"]
+
+
+def _failed(payload, is_binary, exc):
+    try:
+        text = bytes_text(payload) if is_binary else bytes(payload).decode("utf-8", "replace")
+    except Exception:
+        text = ""
+    return Decoded("raw", None, (("raw", text),), None, "decoder error: %s" % type(exc).__name__)
+
+
+def decode_polling(body, content_type, limits, state=None) -> list[Decoded]:
+    """Decode an Engine.IO v4 long-polling body: packets separated by ``\\x1e``. Never raises.
+
+    ``b<base64>`` packets are binary messages (Socket.IO attachments of a preceding packet).
+    At most ``limits.max_params`` packets are decoded; the rest comes back as one raw Decoded
+    with ``truncated="params"``. ``state`` defaults to a fresh ConnectionState for the body.
+    """
+    try:
+        return _decode_polling(body, limits, state if state is not None else ConnectionState())
+    except Exception as e:
+        return [_failed(body, False, e)]
+
+
+def _decode_polling(body, limits, state):
+    text, error = _utf8(bytes(body))
+    out = []
+    if not text:
+        return out
+    pos = 0
+    n = len(text)
+    while pos <= n:
+        if len(out) >= limits.max_params:
+            rest = text[pos:]
+            out.append(
+                Decoded("raw", None, (("raw", rest[: limits.max_expanded_bytes]),), "params", error)
+            )
+            break
+        j = text.find("\x1e", pos)
+        if j < 0:
+            j = n
+        packet = text[pos:j]
+        pos = j + 1
+        if not packet:
+            out.append(Decoded("engineio", None, (("raw", ""),), None, "empty engine.io packet"))
+        elif packet[0] == "b":
+            out.append(_polling_binary(packet, limits, state))
+        else:
+            out.append(decode_text(packet, limits, state, error))
+    return out
+
+
+def _polling_binary(packet, limits, state):
+    try:
+        data = base64.b64decode(packet[1:], validate=True)
+    except (binascii.Error, ValueError):
+        if state is not None:
+            state.take_attachment()
+        return Decoded("engineio", None, (("raw", packet),), None, "invalid base64 binary packet")
+    return decode_binary(data, limits, state)

@@ -1,0 +1,270 @@
+"""Attack detectors: libinjection + multi-pattern signatures + anomaly scoring.
+
+Usage::
+
+    engine = Engine(paranoia=1)           # compile once, at config load
+    result = engine.scan([("json.text", "hello")])
+    if result.blocked(DEFAULT_THRESHOLD): ...
+
+Scoring: every matching rule contributes its severity score (critical 5,
+error 4, warning 3, notice 2).  Contributions are summed per detector and
+each detector's sum is capped at 5 (one "critical"), then summed over
+detectors.  The cap keeps one noisy family (e.g. twenty XSS signatures on a
+single payload) from dominating the log/score while still letting several
+weak signals of one family add up to a block, and letting independent
+families corroborate each other.  A rule counts once per message, however
+many params or decoded variants it matched in.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+import attrs
+
+from . import transforms
+from .backend import HAVE_HYPERSCAN, make_backend
+from .rules import GATES, RULES, SCORES
+
+try:  # pragma: no cover - depends on the environment
+    import libinjection as _libinjection
+except Exception:
+    _libinjection = None
+
+__all__ = ["Match", "Result", "Engine", "DEFAULT_THRESHOLD", "HAVE_LIBINJECTION", "HAVE_HYPERSCAN"]
+
+DEFAULT_THRESHOLD = 5
+HAVE_LIBINJECTION = _libinjection is not None
+DETECTOR_CAP = 5
+EXCERPT_MAX = 80
+MAX_PARAMS = 512  # params inspected per message; the rest are ignored
+
+_SEVERITY_BY_SCORE = {v: k for k, v in SCORES.items()}
+
+
+@attrs.frozen
+class Match:
+    detector: str
+    rule_id: str
+    cls: str
+    severity: str
+    score: int
+    path: str
+    excerpt: str
+
+
+@attrs.frozen
+class Result:
+    score: int
+    matches: tuple[Match, ...]
+
+    def blocked(self, threshold: int) -> bool:
+        return self.score >= threshold
+
+
+_NOTHING = Result(score=0, matches=())
+
+# libinjection SQLi fingerprints that also describe ordinary prose / code /
+# complete SQL statements: such a hit alone is only a warning.
+_WEAK_SQLI_FP = re.compile(r"^(E|T|n|f\(|sos$|s&s$|1&1$|1c$|nc$|so\(n\)$|s&nkn$|sf\(1o$|1n\(1o$)")
+
+
+_WEAK_XSS = re.compile(r"\s*(<\?xml[\s-]|style\s*=\s*[\w-]+\s*:)", re.I)
+
+# Keys/paths: prototype pollution and NoSQL operator keys.
+_PATH_RULES = [
+    ("proto-key", "prototype_pollution", "critical",
+     re.compile(r"(^|[.\[\]'\"/])__proto__($|[.\[\]'\"/])|(^|[.\[\]'\"/])constructor[.\[\]'\"/]+prototype($|[.\[\]'\"/])")),
+    ("nosql-key", "nosqli", "critical",
+     re.compile(r"(^|[.\[\]'\"/])\$(where|ne|eq|gt|gte|lt|lte|in|nin|regex|exists|or|and|not|nor|expr|elemmatch|size|type|all|mod|text|options|function|accumulator|jsonschema|lookup|out|merge)($|[.\[\]'\"/])", re.I)),
+]
+
+_SAFE_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _excerpt(text: str, start: int, end: int) -> str:
+    try:
+        lo = max(0, start - 20)
+        hi = min(len(text), max(end, start) + 40)
+        snip = text[lo:hi]
+        esc = repr(snip)[1:-1]
+        esc = _SAFE_CHARS.sub("?", esc)
+        return esc[:EXCERPT_MAX]
+    except Exception:
+        return ""
+
+
+class Engine:
+    """Compiled detector set; build once, call :meth:`scan` per message."""
+
+    def __init__(self, paranoia: int = 1, disabled: frozenset[str] = frozenset(), backend: str | None = None):
+        paranoia = int(paranoia)
+        if not 1 <= paranoia <= 4:
+            raise ValueError("paranoia must be 1..3")
+        self.paranoia = paranoia
+        self.disabled = frozenset(disabled)
+
+        def enabled(rule_id: str, detector: str) -> bool:
+            return rule_id not in self.disabled and detector not in self.disabled
+
+        # Every rule (all paranoia levels) goes into one shared, cached
+        # database; the ones above the paranoia level or disabled are simply
+        # ignored when they match.  Compiling Hyperscan takes seconds, so
+        # engines built with other settings in the same process reuse it.
+        self._rules = list(RULES)
+        self._active = frozenset(i for i, r in enumerate(self._rules)
+                                 if r[3] <= paranoia and enabled(r[0], r[1]))
+        patterns = [r[4].encode("utf-8") for r in self._rules]
+        self._py = [re.compile(p, re.I | re.S) if i in self._active else None
+                    for i, p in enumerate(patterns)]  # excerpts only
+        self._sqli = _libinjection is not None and enabled("sqli-libinjection", "sqli")
+        self._xss = _libinjection is not None and enabled("xss-libinjection", "xss")
+        nrules = len(patterns)
+        gates = dict(GATES)
+        patterns.append(gates["gate-sqli"].encode())
+        patterns.append(gates["gate-xss"].encode())
+        self._gate_sqli, self._gate_xss = nrules, nrules + 1
+        self._hint_ids = {nrules + 2: "decode", nrules + 3: "norm", nrules + 4: "b64"}
+        patterns.append(transforms.HINT_DECODE.encode())
+        patterns.append(transforms.HINT_NORM.encode())
+        patterns.append(transforms.HINT_B64.encode())
+        self._nrules = nrules
+        active = set(self._active) | set(range(nrules, len(patterns)))
+        self._backend = make_backend(patterns, prefer=backend, active=active)
+        self.backend_name = self._backend.name
+        self._path_rules = [r for r in _PATH_RULES if enabled(r[0], r[1])]
+
+    # ------------------------------------------------------------------
+    def scan(self, params: Iterable[tuple[str, str]]) -> Result:
+        found: dict[str, Match] = {}
+        try:
+            n = 0
+            for item in params:
+                n += 1
+                if n > MAX_PARAMS:
+                    break
+                try:
+                    path, value = item
+                except Exception:
+                    continue
+                try:
+                    self._scan_one(str(path) if path is not None else "", value, found)
+                except Exception:  # never raise from the data path
+                    continue
+        except Exception:
+            pass
+        return self._result(found)
+
+    def _result(self, found: dict[str, Match]) -> Result:
+        if not found:
+            return _NOTHING  # the common case: no allocation
+        per_det: dict[str, int] = {}
+        for m in found.values():
+            per_det[m.detector] = per_det.get(m.detector, 0) + m.score
+        score = sum(min(v, DETECTOR_CAP) for v in per_det.values())
+        return Result(score=score, matches=tuple(found.values()))
+
+    def _add(self, found, rule_id, cls, severity, path, excerpt):
+        if rule_id in found:
+            return
+        found[rule_id] = Match(detector=cls, rule_id=rule_id, cls=cls, severity=severity,
+                               score=SCORES[severity], path=path, excerpt=excerpt)
+
+    def _scan_one(self, path: str, value, found: dict[str, Match]) -> None:
+        # keys / paths
+        # Both key rules need one of these substrings: a cheap gate saves two
+        # regex searches on every ordinary path.
+        if path and self._path_rules and ("$" in path or "__proto__" in path or "prototype" in path):
+            p = path[:4096]
+            for rid, cls, sev, rx in self._path_rules:
+                if rid not in found:
+                    m = rx.search(p)
+                    if m:
+                        self._add(found, rid, cls, sev, path, _excerpt(p, m.start(), m.end()))
+        if not isinstance(value, str):
+            if isinstance(value, (bytes, bytearray)):
+                value = bytes(value).decode("utf-8", "surrogateescape")
+            elif value is None:
+                return
+            else:
+                value = str(value)
+        if not value:
+            return
+        if len(value) > transforms.MAX_SCAN_CHARS:
+            value = value[:transforms.MAX_SCAN_CHARS]
+        rules = self._rules
+        nrules = self._nrules
+        active = self._active
+        sqli_vs = []
+        xss_vs = []
+        hints = set()
+        vs = [value]
+        i = 0
+        while i < len(vs):
+            v = vs[i]
+            data = v.encode("utf-8", "surrogatepass")
+            for idx in self._backend.match(data):
+                if idx >= nrules:
+                    if idx == self._gate_sqli:
+                        sqli_vs.append(v)
+                    elif idx == self._gate_xss:
+                        xss_vs.append(v)
+                    elif i == 0:
+                        hints.add(self._hint_ids[idx])
+                    continue
+                if idx not in active:
+                    continue
+                rid, cls, sev, _par, _pat = rules[idx]
+                if rid in found:
+                    continue
+                m = self._py[idx].search(data)
+                if m:
+                    text = data.decode("utf-8", "replace")
+                    start = len(data[:m.start()].decode("utf-8", "replace"))
+                    end = len(data[:m.end()].decode("utf-8", "replace"))
+                    ex = _excerpt(text, start, end)
+                else:
+                    ex = _excerpt(v, 0, 0)
+                self._add(found, rid, cls, sev, path, ex)
+            if i == 0:
+                if hints or not value.isascii():
+                    vs.extend(transforms.variants(value, hints)[1:])
+            i += 1
+        if self._sqli and sqli_vs and "sqli-libinjection" not in found:
+            self._libinjection_sqli(path, sqli_vs, found)
+        if self._xss and xss_vs and "xss-libinjection" not in found:
+            self._libinjection_xss(path, xss_vs, found)
+
+    def _libinjection_sqli(self, path, vs, found):
+        weak_hit = None
+        for v in vs:
+            try:
+                r = _libinjection.is_sql_injection(v)
+            except Exception:
+                continue
+            if r.get("is_sqli"):
+                fp = r.get("fingerprint", "")
+                if isinstance(fp, bytes):
+                    fp = fp.decode("ascii", "replace")
+                if _WEAK_SQLI_FP.match(fp):
+                    if weak_hit is None:
+                        weak_hit = (v, fp)
+                    continue
+                self._add(found, "sqli-libinjection", "sqli", "critical", path, _excerpt(v, 0, 0))
+                return
+        if weak_hit is not None:
+            self._add(found, "sqli-libinjection-weak", "sqli", "warning", path, _excerpt(weak_hit[0], 0, 0))
+
+    def _libinjection_xss(self, path, vs, found):
+        for v in vs:
+            try:
+                r = _libinjection.is_xss(v)
+            except Exception:
+                continue
+            if r.get("is_xss"):
+                # a bare XML prolog / style declaration is libinjection's
+                # classic false positive: demote unless something else fires
+                sev = "warning" if _WEAK_XSS.match(v) else "critical"
+                self._add(found, "xss-libinjection", "xss", sev, path, _excerpt(v, 0, 0))
+                return

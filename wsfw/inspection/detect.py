@@ -1,0 +1,94 @@
+"""The built-in ``detect`` inspector: attack signatures and libinjection over every decoded parameter."""
+
+from __future__ import annotations
+
+import functools
+
+from zope.interface import implementer
+
+from wsfw.inspection import Finding
+from wsfw.interfaces import IInspector, IInspectorFactory
+
+
+#: Parameters a decoder fills from a fixed vocabulary (never attacker text).
+STRUCTURAL = frozenset({"socketio.type"})
+#: Formats whose decoded parameters cover every byte of the message that carries data.
+COMPLETE = frozenset({"json", "socketio", "engineio"})
+
+
+def scannable(decoded):
+    """The parameters worth scanning: each one costs a full detector pass.
+
+    The ``raw`` copy is skipped when a structured decoder read the whole
+    message without error or truncation (its values and keys are all in the
+    other parameters, unescaped); it is scanned whenever decoding fell short,
+    so a decoder gap never blinds detection. One-character values and fixed
+    vocabulary fields cannot carry an attack.
+    """
+    skip_raw = decoded.format in COMPLETE and decoded.error is None and decoded.truncated is None
+    return [(path, value) for path, value in decoded.params
+            if len(value) > 1 and path not in STRUCTURAL and not (skip_raw and path == "raw")]
+
+
+@implementer(IInspector)
+class DetectInspector:
+    """Scores a message's parameters; blocks at or above the anomaly threshold, logs below it."""
+
+    name = "detect"
+
+    def __init__(self, engine, threshold: int):
+        self.engine = engine
+        self.threshold = threshold
+
+    def inspect(self, view, decoded):
+        result = self.engine.scan(scannable(decoded))
+        if not result.matches:
+            return None
+        top = max(result.matches, key=lambda m: m.score)
+        classes = tuple(dict.fromkeys(m.cls for m in result.matches))
+        rules = tuple(dict.fromkeys(m.rule_id for m in result.matches))
+        return Finding(
+            inspector=self.name,
+            action="block" if result.blocked(self.threshold) else "log",
+            reason=f"{'/'.join(classes)} detected (score {result.score})",
+            score=result.score, rules=rules, classes=classes, path=top.path, excerpt=top.excerpt,
+            matches=tuple({"detector": m.detector, "rule_id": m.rule_id, "class": m.cls, "severity": m.severity,
+                           "score": m.score, "path": m.path} for m in result.matches[:10]),
+        )
+
+
+@implementer(IInspectorFactory)
+class DetectFactory:
+    """``[inspector:detect]``: ``paranoia`` (1-3), ``anomaly_threshold``, ``disabled`` detectors or rule ids."""
+
+    name = "detect"
+    keys = ("paranoia", "anomaly_threshold", "disabled")
+
+    def check(self, options) -> tuple[int, int, frozenset[str]]:
+        from wsfw.detect import DEFAULT_THRESHOLD
+
+        try:
+            paranoia = int(options.get("paranoia") or 1)
+        except ValueError:
+            raise ValueError("paranoia", f"{options['paranoia']!r} is not 1, 2 or 3") from None
+        if paranoia not in (1, 2, 3):
+            raise ValueError("paranoia", f"{paranoia} is not 1, 2 or 3")
+        try:
+            threshold = int(options.get("anomaly_threshold") or DEFAULT_THRESHOLD)
+        except ValueError:
+            raise ValueError("anomaly_threshold", f"{options['anomaly_threshold']!r} is not a whole number") from None
+        if threshold < 1:
+            raise ValueError("anomaly_threshold", "must be at least 1")
+        return paranoia, threshold, frozenset((options.get("disabled") or "").replace(",", " ").split())
+
+    def build(self, options):
+        paranoia, threshold, disabled = self.check(options)
+        return DetectInspector(_engine(paranoia, disabled), threshold)
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(paranoia: int, disabled: frozenset[str]):
+    """Compiling the signature database is the expensive part: do it once per setting per process."""
+    from wsfw.detect import Engine
+
+    return Engine(paranoia=paranoia, disabled=disabled)

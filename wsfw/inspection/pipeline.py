@@ -1,0 +1,179 @@
+"""One route's inspection: decode each message, run the inspectors in order, decide.
+
+This is the ``IMessageHook`` the relay calls for every message, and what the
+HTTP proxy calls for long-polling bodies, so both transports get the same
+policy. Modes follow Coraza: ``block`` acts, ``detect`` audits with
+``enforced=false`` and forwards, ``off`` skips inspection (caps still apply).
+The first blocking finding wins.
+"""
+
+from __future__ import annotations
+
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from wsfw import decoders
+from wsfw.hook import FORWARD, Verdict
+from wsfw.inspection import Finding
+from wsfw.inspection.audit import Audit
+from wsfw.interfaces import IMessageHook
+from wsfw.logs import logger
+from wsfw.relay import UPSTREAM
+
+log = logger("wsfw.inspection")
+
+BLOCK_REASON = "blocked by policy"
+
+#: Decoder results that mean "no format recognised" for a binary payload.
+OPAQUE = frozenset({"raw", "binary"})
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Binary payloads are scanned as text only when they are text.
+
+    Random-looking bytes (images, compressed or encrypted data) decoded as
+    Latin-1 match text signatures by chance; they are bounded by the size caps
+    instead. Binary formats with structure (Socket.IO attachments, later
+    MessagePack/CBOR) are decoded and inspected.
+    """
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@implementer(IMessageHook)
+class Pipeline:
+    def __init__(self, *, route: str, mode: str, framing: str, inspect_upstream: bool, inspectors: list,
+                 limits: decoders.Limits, on_decode_error: str, on_decode_limit: str, on_error: str,
+                 audit: Audit):
+        self.route = route
+        self.mode = mode
+        self.framing = framing
+        self.inspect_upstream = inspect_upstream
+        self.inspectors = inspectors
+        self.limits = limits
+        self.on_decode_error = on_decode_error
+        self.on_decode_limit = on_decode_limit
+        self.on_error = on_error
+        self.audit = audit
+        self._connections: dict[tuple[str, str], tuple[str, object]] = {}
+
+    # -- WebSocket messages ---------------------------------------------------
+
+    def inspect_message(self, view):
+        if self.mode == "off" or (view.direction == UPSTREAM and not self.inspect_upstream):
+            return FORWARD
+        # Decoder state (e.g. Socket.IO binary attachments) is per connection *and* direction.
+        key = (view.conn_id, view.direction)
+        known = self._connections.get(key)
+        if known is None:
+            framing = decoders.select(self.framing, view.path, view.query, view.subprotocol)
+            known = self._connections[key] = (framing, decoders.ConnectionState())
+        framing, state = known
+        decoded = decoders.decode_message(view.payload, view.is_binary, framing, self.limits, state)
+        if view.is_binary and decoded.format in OPAQUE and not _is_utf8(view.payload):
+            return FORWARD
+        return self._judge(decoded, kind="message", conn=view.conn_id, peer=view.peer, direction=view.direction,
+                           path=view.path, view=view)
+
+    def connection_closed(self, conn_id: str) -> None:
+        self._connections.pop((conn_id, "client"), None)
+        self._connections.pop((conn_id, "upstream"), None)
+
+    # -- HTTP (long-polling bodies) -------------------------------------------
+
+    def inspect_http_body(self, *, body: bytes, content_type: str | None, peer: str, path: str,
+                          query: str) -> Verdict:
+        """A verdict for one plain-HTTP request body; ``close`` means refuse it with 403.
+
+        Engine.IO long-polling bodies (every packet in them) are decoded exactly
+        like the WebSocket messages they stand in for, so falling back to
+        polling evades nothing; other bodies are decoded by the route's framing.
+        """
+        if self.mode == "off":
+            return FORWARD
+        if not _is_utf8(body):
+            return FORWARD  # opaque upload (media, archives): size caps only, as for binary messages
+        framing = decoders.select(self.framing, path, query, None)
+        if framing == "socketio":
+            decoded_all = decoders.decode_polling(body, content_type, self.limits)
+        else:
+            decoded_all = [decoders.decode_message(body, False, framing, self.limits, None)]
+        for decoded in decoded_all:
+            verdict = self._judge(decoded, kind="http", conn=None, peer=peer, direction="client", path=path,
+                                  view=None)
+            if verdict is not FORWARD:
+                return verdict
+        return FORWARD
+
+    def explain(self, payload: bytes, is_binary: bool = False, path: str = "/", query: str = ""):
+        """Decode one message and run every inspector without auditing: for ``wsfw inspect``."""
+        framing = decoders.select(self.framing, path, query, None)
+        decoded = decoders.decode_message(payload, is_binary, framing, self.limits, decoders.ConnectionState())
+        findings = [f for f in (i.inspect(None, decoded) for i in self.inspectors) if f is not None]
+        return decoded, findings
+
+    # -- the decision ----------------------------------------------------------
+
+    def _judge(self, decoded, *, kind, conn, peer, direction, path, view) -> Verdict:
+        context = dict(kind=kind, conn=conn, peer=peer, route=self.route, direction=direction,
+                       framing=decoded.format, path=path)
+        if decoded.error:
+            log.info("{conn} undecodable {framing} message: {error}", conn=conn or "-", framing=decoded.format,
+                     error=decoded.error, event="decode_error")
+            if self.on_decode_error == "close" and direction != UPSTREAM:
+                return self._decide(Finding("decoder", "block", f"undecodable {decoded.format}: {decoded.error}"),
+                                    context, code=1007)
+        if decoded.truncated and self.on_decode_limit == "block":
+            return self._decide(Finding("decoder", "block", f"decode limit reached: {decoded.truncated}"), context)
+        for inspector in self.inspectors:
+            try:
+                finding = inspector.inspect(view, decoded)
+            except Exception:
+                failure = Failure()
+                log.failure("inspector {inspector} raised on {conn}", failure, inspector=inspector.name,
+                            conn=conn or "-")
+                action = "allow" if self.on_error == "allow" else "close"
+                self.audit.error(conn=conn, route=self.route, inspector=inspector.name,
+                                 error=failure.getErrorMessage() or failure.type.__name__, action=action)
+                if action == "allow":
+                    continue
+                return Verdict.close(1011, "inspection error", rule=f"{inspector.name}:error")
+            if finding is not None:
+                verdict = self._decide(finding, context)
+                if verdict is not FORWARD:
+                    return verdict
+        return FORWARD
+
+    def _decide(self, finding: Finding, context: dict, code: int = 1008) -> Verdict:
+        """``block`` findings close the sender; ``drop`` findings withhold the message only."""
+        disruptive = finding.action in ("block", "drop")
+        enforced = self.mode == "block" and disruptive
+        action = finding.action if enforced else ("detect" if disruptive else "log")
+        self.audit.decision(finding=finding, enforced=enforced, action=action, **context)
+        if not enforced:
+            return FORWARD
+        rule = ",".join(finding.rules) or finding.inspector
+        if finding.action == "drop":
+            return Verdict.drop(finding.reason, rule=rule)
+        return Verdict.close(code, finding.reason, rule=rule)
+
+
+def build_pipelines(config, audit: Audit) -> dict:
+    """A pipeline per route, sharing inspector instances (they are stateless and compiled once)."""
+    from wsfw.inspection.registry import factories
+
+    known, _ = factories()
+    inspection = config.inspection
+    inspectors = [known[name].build(inspection.options_for(name)) for name in inspection.inspectors]
+    limits = decoders.Limits(max_depth=inspection.max_decode_depth, max_params=inspection.max_params,
+                             max_expanded_bytes=inspection.max_expanded_bytes)
+    return {
+        route.name: Pipeline(route=route.name, mode=config.mode_for(route), framing=route.framing,
+                             inspect_upstream=route.inspect_upstream, inspectors=inspectors, limits=limits,
+                             on_decode_error=inspection.on_decode_error, on_decode_limit=inspection.on_decode_limit,
+                             on_error=config.settings.on_inspection_error, audit=audit)
+        for route in config.routes
+    }
