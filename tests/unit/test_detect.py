@@ -176,3 +176,19 @@ def test_transforms():
     assert any("<script>" in v for v in transforms.variants("PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="))
     assert transforms.url_decode("%zz%") == "%zz%"
     assert transforms.variants("plain chat") == ["plain chat"]
+
+
+def test_compiled_database_cache(tmp_path, monkeypatch):
+    """A signature database loaded from the on-disk cache detects exactly what a fresh compile does."""
+    from wsfw.detect import backend
+
+    if not backend.HAVE_HYPERSCAN:
+        pytest.skip("the cache is for Hyperscan databases")
+    monkeypatch.setenv("WSFW_CACHE_DIR", str(tmp_path))
+    patterns = [b"<script", b"union\\s+select", b"\\.\\./"]
+    fresh = backend.HyperscanBackend(patterns)
+    assert len(list(tmp_path.iterdir())) == 1
+    cached = backend.HyperscanBackend(patterns)
+    for sample in (b"<SCRIPT>", b"1 UNION  SELECT 2", b"../../etc", b"hello"):
+        assert cached.match(sample) == fresh.match(sample)
+    assert cached.match(b"<script>") == {0}
