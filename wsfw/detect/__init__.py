@@ -138,22 +138,20 @@ class Engine:
     # ------------------------------------------------------------------
     def scan(self, params: Iterable[tuple[str, str]]) -> Result:
         found: dict[str, Match] = {}
-        try:
-            n = 0
-            for item in params:
-                n += 1
-                if n > MAX_PARAMS:
-                    break
-                try:
-                    path, value = item
-                except Exception:
-                    continue
-                try:
-                    self._scan_one(str(path) if path is not None else "", value, found)
-                except Exception:  # never raise from the data path
-                    continue
-        except Exception:
-            pass
+        n = 0
+        for item in params:
+            n += 1
+            if n > MAX_PARAMS:
+                break
+            try:
+                path, value = item
+            except (TypeError, ValueError):
+                continue
+            # No blanket except here: an error inside the engine is a bug, and
+            # the pipeline turns it into the operator's on_inspection_error
+            # policy (fail closed by default) instead of silently passing the
+            # value unscanned.
+            self._scan_one(str(path) if path is not None else "", value, found)
         return self._result(found)
 
     def _result(self, found: dict[str, Match]) -> Result:
