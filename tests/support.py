@@ -117,11 +117,19 @@ class Big(resource.Resource):
 
 
 class EchoBody(resource.Resource):
+    """Answers a POST with its body; records (uri, body) of every POST it got."""
+
     isLeaf = True
 
+    def __init__(self):
+        super().__init__()
+        self.bodies: list[tuple[bytes, bytes]] = []
+
     def render_POST(self, request):
+        body = request.content.read()
+        self.bodies.append((request.uri, body))
         request.setHeader(b"content-type", b"application/octet-stream")
-        return request.content.read()
+        return body
 
 
 class Headers(resource.Resource):
@@ -155,7 +163,9 @@ class UpstreamApp:
         self.ws = UpstreamWSFactory()
         ws = WebSocketResource(self.ws)
         http = resource.Resource()
-        for name, child in ((b"big", Big()), (b"echo", EchoBody()), (b"headers", Headers()), (b"never", Never())):
+        echo = EchoBody()
+        self.http_bodies = echo.bodies
+        for name, child in ((b"big", Big()), (b"echo", echo), (b"headers", Headers()), (b"never", Never())):
             http.putChild(name, child)
 
         class Root(resource.Resource):

@@ -99,10 +99,21 @@ class BlockTests(InspectionBase):
                                        FileBodyProducer(BytesIO(("2\x1e" + SQLI).encode())))
         self.assertEqual(response.code, 403)
         yield readBody(response)
-        benign = yield agent.request(b"POST", url, Headers({}), FileBodyProducer(BytesIO(BENIGN.encode())))
+        self.assertEqual(read_audit(self.audit_path)[-1]["kind"], "http")
+        # The attacker's session is over: anything else it sends with that sid is refused.
+        again = yield agent.request(b"POST", url, Headers({}), FileBodyProducer(BytesIO(BENIGN.encode())))
+        self.assertEqual(again.code, 403)
+        yield readBody(again)
+        # Other sessions carry on.
+        other = url.replace(b"sid=abc", b"sid=def")
+        benign = yield agent.request(b"POST", other, Headers({}), FileBodyProducer(BytesIO(BENIGN.encode())))
         self.assertEqual(benign.code, 200)
         self.assertEqual((yield readBody(benign)), BENIGN.encode())
-        self.assertEqual(read_audit(self.audit_path)[-1]["kind"], "http")
+        # wsfw told the app to close the attacker's Engine.IO session in the attack's place.
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        posted = [(uri.decode(), body) for uri, body in self.app.http_bodies]
+        self.assertIn((url.decode().split(str(self.wsfw.port), 1)[1], b"1"), posted)
+        self.assertFalse([body for _, body in posted if b"UNION" in body], "the attack reached the app")
 
 
 class DetectModeTests(InspectionBase):

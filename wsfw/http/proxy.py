@@ -9,6 +9,8 @@ slow client slows the upstream read instead of filling wsfw's memory.
 
 from __future__ import annotations
 
+import io
+
 from twisted.internet import defer, error, protocol
 from twisted.web import http
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
@@ -19,6 +21,7 @@ from twisted.web._newclient import ResponseFailed, ResponseNeverReceived, Reques
 from zope.interface import implementer
 
 from wsfw import endpoints
+from wsfw.http.polling import EndedSessions, session_id
 from wsfw.forwarding import FORWARDING, HOP_BY_HOP, connection_tokens, forwarding_headers
 from wsfw.logs import logger
 
@@ -51,16 +54,16 @@ class _BodyRelay(protocol.Protocol):
         self.done = done
 
     def connectionMade(self):
-        if not self.request._disconnected:
+        if not (self.request._disconnected or self.request.finished):
             self.request.registerProducer(self.transport, True)
 
     def dataReceived(self, data):
-        if not self.request._disconnected:
+        if not (self.request._disconnected or self.request.finished):
             self.request.write(data)
 
     def connectionLost(self, reason):
         request = self.request
-        if request._disconnected:
+        if request._disconnected or request.finished:
             self.done.callback(None)
             return
         request.unregisterProducer()
@@ -73,6 +76,13 @@ class _BodyRelay(protocol.Protocol):
         self.done.callback(None)
 
 
+def _refuse(request, body: bytes | None):
+    request.setResponseCode(403)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"connection", b"close")
+    return body
+
+
 class ProxyResource:
     """Proxies one route's plain HTTP requests to its HTTP upstream."""
 
@@ -83,6 +93,7 @@ class ProxyResource:
         self.route = route
         self.reactor = reactor
         self.pipeline = pipeline
+        self.sessions = EndedSessions(reactor)
         tls = endpoints.client_tls_options(route.http, route.tls) if route.http.secure else None
         endpoint = endpoints.client_endpoint(reactor, route.http, route.tls, config.timeouts.connect, tls)
         self.agent = Agent.usingEndpointFactory(reactor, _RouteEndpoints(endpoint), pool=pool)
@@ -110,11 +121,16 @@ class ProxyResource:
         path = request.uri.decode("latin-1")
         path, _, query = path.partition("?")
         url = self.origin + self.route.upstream_path(path, self.route.http) + (f"?{query}" if query else "")
+        sid = session_id(query) if (self.pipeline is not None and self.pipeline.is_polling(path, query)) else None
+        if sid is not None and self.sessions.is_ended(sid):
+            return _refuse(request, b"session ended by policy\n")
         request.content.seek(0, 2)
         length = request.content.tell()
         request.content.seek(0)
-        if length and self.pipeline is not None and self._refused(request, path, query):
+        if length and self.pipeline is not None and self._refused(request, path, query, sid):
             return b"blocked by policy\n"
+        if sid is not None:
+            self.sessions.track(sid, request)
         body = FileBodyProducer(request.content) \
             if (length or request.method in _BODY_METHODS) else None
         d = self.agent.request(request.method, url.encode("latin-1"), self.upstream_headers(request), body)
@@ -130,7 +146,7 @@ class ProxyResource:
         d.addErrback(lambda f: log.failure("proxying {url} failed", f, url=url))
         return NOT_DONE_YET
 
-    def _refused(self, request, path: str, query: str) -> bool:
+    def _refused(self, request, path: str, query: str, sid: str | None) -> bool:
         """Inspect a request body with the route's WebSocket policy; on block answer 403."""
         peer = request.getClientAddress()
         verdict = self.pipeline.inspect_http_body(
@@ -139,13 +155,26 @@ class ProxyResource:
         request.content.seek(0)
         if verdict.action == "forward":
             return False
-        request.setResponseCode(403)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        request.setHeader(b"connection", b"close")
+        if sid is not None:
+            self._end_polling_session(request, path, query)
+            self.sessions.end(sid)
+        _refuse(request, None)
         return True
 
+    def _end_polling_session(self, request, path: str, query: str) -> None:
+        """Close the attacker's Engine.IO session upstream (a ``1`` close packet in
+        its place), so the app drops the session: the polling client's next poll
+        fails and it is disconnected, as a blocked WebSocket client is."""
+        url = self.origin + self.route.upstream_path(path, self.route.http) + f"?{query}"
+        headers = self.upstream_headers(request)
+        headers.setRawHeaders(b"content-type", [b"text/plain; charset=UTF-8"])
+        d = self.agent.request(b"POST", url.encode("latin-1"), headers, FileBodyProducer(io.BytesIO(b"1")))
+        d.addCallback(lambda response: response.deliverBody(protocol.Protocol()))
+        d.addErrback(lambda f: log.info("closing the polling session upstream failed: {why}",
+                                        why=f.getErrorMessage(), url=url))
+
     def _respond(self, response, request):
-        if request._disconnected:
+        if request._disconnected or request.finished:
             response.deliverBody(protocol.Protocol())
             return None
         request.setResponseCode(response.code, response.phrase)
@@ -158,7 +187,7 @@ class ProxyResource:
         return done
 
     def _failed(self, failure, request, url, timed_out):
-        if request._disconnected:
+        if request._disconnected or request.finished:
             return None
         if timed_out or failure.check(defer.TimeoutError, error.TimeoutError):
             code, text = 504, "upstream timed out"

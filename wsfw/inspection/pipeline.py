@@ -84,6 +84,10 @@ class Pipeline:
 
     # -- HTTP (long-polling bodies) -------------------------------------------
 
+    def is_polling(self, path: str, query: str) -> bool:
+        """Whether a plain HTTP request on this route is Engine.IO long-polling."""
+        return decoders.select(self.framing, path, query, None) == "socketio"
+
     def inspect_http_body(self, *, body: bytes, content_type: str | None, peer: str, path: str,
                           query: str) -> Verdict:
         """A verdict for one plain-HTTP request body; ``close`` means refuse it with 403.
@@ -96,10 +100,10 @@ class Pipeline:
             return FORWARD
         if not _is_utf8(body):
             return FORWARD  # opaque upload (media, archives): size caps only, as for binary messages
-        framing = decoders.select(self.framing, path, query, None)
-        if framing == "socketio":
+        if self.is_polling(path, query):
             decoded_all = decoders.decode_polling(body, content_type, self.limits)
         else:
+            framing = decoders.select(self.framing, path, query, None)
             decoded_all = [decoders.decode_message(body, False, framing, self.limits, None)]
         for decoded in decoded_all:
             verdict = self._judge(decoded, kind="http", conn=None, peer=peer, direction="client", path=path,

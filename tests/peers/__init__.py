@@ -1,0 +1,1 @@
+"""Real framework servers the integration tests start as subprocesses."""
