@@ -254,6 +254,18 @@ def settle():
     cancel_autobahn_timers()
 
 
+@defer.inlineCallbacks
+def start_stack(test, *, hook=None, **config):
+    """An UpstreamApp and a Wsfw in front of it (``config_text`` keywords), torn down with ``test``."""
+    test.addCleanup(settle)
+    app = yield UpstreamApp().start()
+    test.addCleanup(app.stop)
+    wsfw = Wsfw(config_text(f"ws://127.0.0.1:{app.port_number}", **config), hook=hook)
+    yield wsfw.start()
+    test.addCleanup(wsfw.stop)
+    return app, wsfw
+
+
 # -- clients -------------------------------------------------------------------
 
 
@@ -301,6 +313,14 @@ def connect(url: str, *, tls_options=None, **kwargs):
         endpoint = endpoints.wrapClientTLS(tls_options, endpoint)
     yield endpoint.connect(factory)
     proto = yield factory.opened
+    return proto
+
+
+@defer.inlineCallbacks
+def connect_for(test, url: str, **kwargs):
+    """``connect``, with the connection dropped when ``test`` ends."""
+    proto = yield connect(url, **kwargs)
+    test.addCleanup(abort, proto)
     return proto
 
 

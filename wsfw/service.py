@@ -133,8 +133,9 @@ def build(config: Config, reactor, hook=None) -> WsfwService:
     _LogService(config).setServiceParent(top)
     audit = Audit(config.log.audit_file)
     _OnStop("audit", audit.close).setServiceParent(top)
-    pipelines = build_pipelines(config, audit)
-    hooks = {name: hook or pipeline for name, pipeline in pipelines.items()}
+    # With a hook given, no pipeline is built: building one compiles the detectors.
+    pipelines = build_pipelines(config, audit) if hook is None else {}
+    hooks = pipelines or {r.name: hook for r in config.routes}
     pool = HTTPConnectionPool(reactor, persistent=True)
     _OnStop("http-pool", pool.closeCachedConnections).setServiceParent(top)
     tracker = ConnectionTracker(reactor, config.timeouts.shutdown_drain)
@@ -142,7 +143,7 @@ def build(config: Config, reactor, hook=None) -> WsfwService:
     top.tracker = tracker
     websockets = {r.name: WebSocketResource(FrontendFactory(config, r, hooks[r.name], reactor, tracker))
                   for r in config.routes}
-    proxies = {r.name: ProxyResource(config, r, reactor, pool, None if hook else pipelines[r.name])
+    proxies = {r.name: ProxyResource(config, r, reactor, pool, pipelines.get(r.name))
                for r in config.routes}
     site = PublicSite(Dispatch(config, websockets, proxies), config, reactor)
     for listener in config.listeners:

@@ -40,12 +40,7 @@ class HTTPProxyTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.addCleanup(support.settle)
-        self.app = yield support.UpstreamApp().start()
-        self.addCleanup(self.app.stop)
-        self.wsfw = support.Wsfw(support.config_text(f"ws://127.0.0.1:{self.app.port_number}", extra=self.extra))
-        yield self.wsfw.start()
-        self.addCleanup(self.wsfw.stop)
+        self.app, self.wsfw = yield support.start_stack(self, extra=self.extra)
         self.agent = Agent(reactor)
 
     def get(self, path, method=b"GET", headers=None, body=None):

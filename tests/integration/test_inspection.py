@@ -35,26 +35,18 @@ class InspectionBase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.addCleanup(support.settle)
-        self.app = yield support.UpstreamApp().start()
-        self.addCleanup(self.app.stop)
         folder = tempfile.mkdtemp(prefix="wsfw-audit-")
         self.audit_path = os.path.join(folder, "audit.json")
         self.addCleanup(lambda: (os.path.exists(self.audit_path) and os.unlink(self.audit_path), os.rmdir(folder)))
-        self.wsfw = support.Wsfw(support.config_text(
-            f"ws://127.0.0.1:{self.app.port_number}", log=f"connections = yes\naudit_file = {self.audit_path}",
-            extra=f"[wsfw]\nmode = {self.mode}\n"), hook=self.make_hook())
-        yield self.wsfw.start()
-        self.addCleanup(self.wsfw.stop)
+        self.app, self.wsfw = yield support.start_stack(
+            self, hook=self.make_hook(), log=f"connections = yes\naudit_file = {self.audit_path}",
+            extra=f"[wsfw]\nmode = {self.mode}\n")
 
     def make_hook(self):
         return None
 
-    @defer.inlineCallbacks
     def client(self, path="/ws/socket.io/?EIO=4&transport=websocket"):
-        proto = yield support.connect(self.wsfw.url(path))
-        self.addCleanup(support.abort, proto)
-        return proto
+        return support.connect_for(self, self.wsfw.url(path))
 
 
 class BlockTests(InspectionBase):

@@ -23,20 +23,11 @@ class RelayTestBase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.addCleanup(support.settle)
-        self.app = yield support.UpstreamApp().start()
-        self.addCleanup(self.app.stop)
-        self.wsfw = support.Wsfw(support.config_text(f"ws://127.0.0.1:{self.app.port_number}",
-                                                     extra=self.config_extra, route_extra=self.route_extra),
-                                 hook=self.hook)
-        yield self.wsfw.start()
-        self.addCleanup(self.wsfw.stop)
+        self.app, self.wsfw = yield support.start_stack(self, hook=self.hook, extra=self.config_extra,
+                                                        route_extra=self.route_extra)
 
-    @defer.inlineCallbacks
     def client(self, path="/ws/echo", **kwargs):
-        proto = yield support.connect(self.wsfw.url(path), **kwargs)
-        self.addCleanup(support.abort, proto)
-        return proto
+        return support.connect_for(self, self.wsfw.url(path), **kwargs)
 
 
 class MessagesTests(RelayTestBase):
@@ -406,18 +397,14 @@ class ConnectionLogTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_summary_event_in_json_file(self):
         """Each connection leaves an open and a close event (counts, duration, close code) in [log] json_file."""
+        import tempfile
+
         from twisted.logger import eventsFromJSONLogFile
 
-        self.addCleanup(support.settle)
-        app = yield support.UpstreamApp().start()
-        self.addCleanup(app.stop)
-        import tempfile
         folder = tempfile.mkdtemp(prefix="wsfw-log-")
         path = os.path.join(folder, "events.json")
         self.addCleanup(lambda: (os.unlink(path), os.rmdir(folder)))
-        wsfw = support.Wsfw(support.config_text(f"ws://127.0.0.1:{app.port_number}",
-                                                log=f"connections = yes\njson_file = {path}"))
-        yield wsfw.start()
+        _, wsfw = yield support.start_stack(self, log=f"connections = yes\njson_file = {path}")
         proto = yield support.connect(wsfw.url())
         proto.sendMessage(b"12345")
         yield support.next_message(proto)

@@ -14,9 +14,12 @@ from __future__ import annotations
 import collections
 from urllib.parse import parse_qs
 
+from wsfw.http.responses import plain
 from wsfw.logs import logger
 
 log = logger("wsfw.http")
+
+ENDED = "session ended by policy"
 
 
 def session_id(query: str) -> str | None:
@@ -65,9 +68,6 @@ class EndedSessions:
             if request.startedWriting:
                 request.channel.transport.abortConnection()
             else:
-                request.setResponseCode(403)
-                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-                request.setHeader(b"connection", b"close")
-                request.write(b"session ended by policy\n")
+                request.write(plain(request, 403, ENDED, close=True))
                 request.finish()
         log.info("polling session {sid} ended by policy", sid=sid, event="polling_session_ended")

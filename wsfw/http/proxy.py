@@ -21,7 +21,8 @@ from twisted.web._newclient import ResponseFailed, ResponseNeverReceived, Reques
 from zope.interface import implementer
 
 from wsfw import endpoints
-from wsfw.http.polling import EndedSessions, session_id
+from wsfw.http.polling import ENDED, EndedSessions, session_id
+from wsfw.http.responses import plain
 from wsfw.forwarding import FORWARDING, HOP_BY_HOP, connection_tokens, forwarding_headers
 from wsfw.logs import logger
 
@@ -76,13 +77,6 @@ class _BodyRelay(protocol.Protocol):
         self.done.callback(None)
 
 
-def _refuse(request, body: bytes | None):
-    request.setResponseCode(403)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"connection", b"close")
-    return body
-
-
 class ProxyResource:
     """Proxies one route's plain HTTP requests to its HTTP upstream."""
 
@@ -123,12 +117,12 @@ class ProxyResource:
         url = self.origin + self.route.upstream_path(path, self.route.http) + (f"?{query}" if query else "")
         sid = session_id(query) if (self.pipeline is not None and self.pipeline.is_polling(path, query)) else None
         if sid is not None and self.sessions.is_ended(sid):
-            return _refuse(request, b"session ended by policy\n")
+            return plain(request, 403, ENDED, close=True)
         request.content.seek(0, 2)
         length = request.content.tell()
         request.content.seek(0)
-        if length and self.pipeline is not None and self._refused(request, path, query, sid):
-            return b"blocked by policy\n"
+        if length and self.pipeline is not None and self._refused(request, path, query, sid, url):
+            return plain(request, 403, "blocked by policy", close=True)
         if sid is not None:
             self.sessions.track(sid, request)
         body = FileBodyProducer(request.content) \
@@ -146,8 +140,8 @@ class ProxyResource:
         d.addErrback(lambda f: log.failure("proxying {url} failed", f, url=url))
         return NOT_DONE_YET
 
-    def _refused(self, request, path: str, query: str, sid: str | None) -> bool:
-        """Inspect a request body with the route's WebSocket policy; on block answer 403."""
+    def _refused(self, request, path: str, query: str, sid: str | None, url: str) -> bool:
+        """Whether the route's WebSocket policy blocks this request body (the caller answers 403)."""
         peer = request.getClientAddress()
         verdict = self.pipeline.inspect_http_body(
             body=request.content.read(), content_type=(request.getHeader(b"content-type") or b"").decode("latin-1"),
@@ -156,16 +150,14 @@ class ProxyResource:
         if verdict.action == "forward":
             return False
         if sid is not None:
-            self._end_polling_session(request, path, query)
+            self._end_polling_session(request, url)
             self.sessions.end(sid)
-        _refuse(request, None)
         return True
 
-    def _end_polling_session(self, request, path: str, query: str) -> None:
+    def _end_polling_session(self, request, url: str) -> None:
         """Close the attacker's Engine.IO session upstream (a ``1`` close packet in
         its place), so the app drops the session: the polling client's next poll
         fails and it is disconnected, as a blocked WebSocket client is."""
-        url = self.origin + self.route.upstream_path(path, self.route.http) + f"?{query}"
         headers = self.upstream_headers(request)
         headers.setRawHeaders(b"content-type", [b"text/plain; charset=UTF-8"])
         d = self.agent.request(b"POST", url.encode("latin-1"), headers, FileBodyProducer(io.BytesIO(b"1")))
@@ -202,10 +194,7 @@ class ProxyResource:
             code, text = 502, "upstream error"
         log.info("HTTP {method} {url} -> {code}: {why}", method=request.method.decode("latin-1"), url=url,
                  code=code, why=failure.getErrorMessage(), event="upstream_error")
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        request.setHeader(b"content-length", str(len(text) + 1).encode())
-        request.write(text.encode() + b"\n")
+        request.write(plain(request, code, text))
         request.finish()
         return None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from twisted.web import http, resource, server
 
 from wsfw.config import Config
+from wsfw.http.responses import plain
 from wsfw.logs import logger
 
 log = logger("wsfw.http")
@@ -108,12 +109,6 @@ def is_upgrade(request) -> bool:
     return b"websocket" in upgrade and b"upgrade" in [t.strip() for t in connection.split(b",")]
 
 
-def _plain(request, code: int, text: str) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    return (text + "\n").encode()
-
-
 class Dispatch(resource.Resource):
     """Routes each request to its route's WebSocket resource or HTTP proxy."""
 
@@ -130,13 +125,13 @@ class Dispatch(resource.Resource):
         path = request.path.decode("latin-1")
         route = self.config.match_route(request.getHeader(b"host"), path)
         if route is None:
-            return _plain(request, 404, "no route for this host and path")
+            return plain(request, 404, "no route for this host and path")
         if is_upgrade(request):
             if not route.websocket:
-                return _plain(request, 403, "WebSocket is not enabled on this route")
+                return plain(request, 403, "WebSocket is not enabled on this route")
             return self.websockets[route.name].render(request)
         if not route.http_enabled:
-            return _plain(request, 404, "plain HTTP is not enabled on this route")
+            return plain(request, 404, "plain HTTP is not enabled on this route")
         return self.proxies[route.name].render(request)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from zope.interface import implementer
 
 from wsfw.inspection import Finding
@@ -82,13 +80,9 @@ class DetectFactory:
         return paranoia, threshold, frozenset((options.get("disabled") or "").replace(",", " ").split())
 
     def build(self, options):
+        from wsfw.detect import Engine
+
+        # Engine compiles nothing twice: its signature database is cached per
+        # pattern set (in memory, and on disk across restarts) by wsfw.detect.backend.
         paranoia, threshold, disabled = self.check(options)
-        return DetectInspector(_engine(paranoia, disabled), threshold)
-
-
-@functools.lru_cache(maxsize=8)
-def _engine(paranoia: int, disabled: frozenset[str]):
-    """Compiling the signature database is the expensive part: do it once per setting per process."""
-    from wsfw.detect import Engine
-
-    return Engine(paranoia=paranoia, disabled=disabled)
+        return DetectInspector(Engine(paranoia=paranoia, disabled=disabled), threshold)

@@ -63,7 +63,7 @@ def _status(status_line) -> int | None:
 
 
 class BackendFactory(WebSocketClientFactory):
-    """One per route: holds the upstream hop's options; each dial builds a protocol through :class:`Dial`."""
+    """One per route: holds the upstream hop's options; each dial uses a :meth:`for_connection` copy."""
 
     protocol = BackendProtocol
     noisy = False

@@ -79,12 +79,11 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
         self._cancel_deadline()
         self._backend = backend
         self.relay.subprotocol = subprotocol
-        if self.state == self.STATE_CLOSED or self.relay.finished:
-            backend.abort()  # the client left while the upstream was answering
-        elif self._handshake is not None and not self._handshake.called:
+        waiting = self._handshake is not None and not self._handshake.called
+        if waiting and self.state != self.STATE_CLOSED and not self.relay.finished:
             self._handshake.callback((subprotocol, headers))
         else:
-            backend.abort()
+            backend.abort()  # the client left (or was refused) while the upstream was answering
 
     def upstream_refused(self, status: int | None, reason: str) -> None:
         if status is not None and 400 <= status <= 599:
