@@ -13,7 +13,10 @@ import ipaddress
 import attrs
 
 MODES = ("block", "detect", "off")
-FRAMINGS = ("auto", "text", "json", "socketio", "raw")
+#: Route ``framing =`` values. ``auto`` = by negotiated subprotocol, then sniffed
+#: per message; the rest name a decoder in ``wsfw.decoders`` (a test keeps the two in step).
+FRAMINGS = ("auto", "text", "json", "socketio", "raw", "signalr", "signalr-msgpack", "stomp", "wamp", "wamp-msgpack",
+            "wamp-cbor", "graphqlws", "jsonrpc", "actioncable", "phoenix", "mqtt", "msgpack", "cbor", "bson")
 COMPRESSION = ("off", "client", "upstream", "both")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 

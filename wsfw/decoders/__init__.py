@@ -58,9 +58,6 @@ __all__ = [
     "select",
 ]
 
-FRAMINGS = ("auto", "text", "json", "socketio", "raw")
-
-
 def _utf8(payload):
     try:
         return payload.decode("utf-8"), None
@@ -146,24 +143,69 @@ _REGISTRY: dict[str, IDecoder] = {
     "socketio": SocketIODecoder(),
     "raw": RawDecoder(),
 }
+_SIO = _REGISTRY["socketio"]
+
+#: Negotiated ``Sec-WebSocket-Protocol`` (lower case) -> decoder name. Chosen first.
+SUBPROTOCOLS: dict[str, str] = {}
+# Framework decoders that can recognise their own messages on "auto" routes, in
+# registration order (the order of _FRAMEWORK_MODULES).
+_TEXT_SNIFFERS: list = []
+_JSON_SNIFFERS: list = []
+_BINARY_SNIFFERS: list = []
 
 
 def registry() -> dict[str, IDecoder]:
-    """Name -> decoder (a copy: "text", "json", "socketio", "raw" plus registered ones)."""
+    """Name -> decoder (a copy: the built-ins plus the framework decoders)."""
     return dict(_REGISTRY)
 
 
-def register(decoder) -> None:
-    """Add (or replace) a decoder under its ``name``; for later framework decoders."""
+def register(decoder, subprotocols: dict[str, str] | None = None) -> None:
+    """Add (or replace) a decoder under its ``name``, with the subprotocols that select it."""
+    old = _REGISTRY.get(decoder.name)
+    for sniffers in (_TEXT_SNIFFERS, _JSON_SNIFFERS, _BINARY_SNIFFERS):
+        if old in sniffers:
+            sniffers.remove(old)
     _REGISTRY[decoder.name] = decoder
+    if hasattr(decoder, "sniff_text"):
+        _TEXT_SNIFFERS.append(decoder)
+    if hasattr(decoder, "sniff_json"):
+        _JSON_SNIFFERS.append(decoder)
+    if hasattr(decoder, "sniff_binary"):
+        _BINARY_SNIFFERS.append(decoder)
+    for subprotocol, name in (subprotocols or {}).items():
+        SUBPROTOCOLS[subprotocol.lower()] = name
+
+
+#: Framework decoder modules of this package, each with ``DECODERS`` (instances)
+#: and ``SUBPROTOCOLS`` (subprotocol -> decoder name). Their order is the sniffing order.
+_FRAMEWORK_MODULES: tuple[str, ...] = ()
+
+
+def _load_frameworks():
+    import importlib
+
+    for module_name in _FRAMEWORK_MODULES:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        for decoder in module.DECODERS:
+            register(decoder)
+        for subprotocol, name in module.SUBPROTOCOLS.items():
+            SUBPROTOCOLS[subprotocol.lower()] = name
+
+
+_load_frameworks()
 
 
 def select(framing: str, path: str, query: str, subprotocol: str | None) -> str:
-    """The decoder name for a connection: the route's framing, or a guess when it is "auto".
+    """The decoder name for a connection: by negotiated subprotocol, then the route's
+    framing, then a guess when that is "auto".
 
     auto: Socket.IO when the path contains ``/socket.io/`` or the query has ``EIO=4``;
     otherwise "auto" (sniffed per message by decode_message).
     """
+    if subprotocol:
+        name = SUBPROTOCOLS.get(subprotocol.lower())
+        if name is not None:
+            return name
     if framing != "auto":
         return framing
     if "/socket.io/" in (path or "") or "EIO=4" in (query or ""):
@@ -178,14 +220,29 @@ def select(framing: str, path: str, query: str, subprotocol: str | None) -> str:
 _SOCKETIO_SNIFF = re.compile(r"4[0-6](?:\d{1,6}-)?(?:/[^,\[{]{0,200},)?\d{0,12}[\[{]")
 
 
-def _sniff(payload, is_binary, limits):
+def _claim(state, decoder):
+    if state is not None:
+        state.framing = decoder.name
+
+
+def _sniff(payload, is_binary, limits, state):
+    if state is not None and state.framing is not None:
+        return _REGISTRY[state.framing].decode(payload, is_binary, limits, state)
     if is_binary:
+        for decoder in _BINARY_SNIFFERS:
+            if decoder.sniff_binary(payload):
+                _claim(state, decoder)
+                return decoder.decode(payload, True, limits, state)
         return _raw(payload, True)
     text, error = _utf8(payload)
     if _SOCKETIO_SNIFF.match(text):
         decoded = _SIO.decode(payload, is_binary, limits, None)
         if decoded.error is None:
             return decoded
+    for decoder in _TEXT_SNIFFERS:
+        if decoder.sniff_text(text):
+            _claim(state, decoder)
+            return decoder.decode(payload, False, limits, state)
     c = text[:1]
     if c in " \t\r\n":
         c = text.lstrip(" \t\r\n")[:1]
@@ -195,6 +252,10 @@ def _sniff(payload, is_binary, limits):
         except ValueError:
             pass
         else:
+            for decoder in _JSON_SNIFFERS:
+                if decoder.sniff_json(obj):
+                    _claim(state, decoder)
+                    return decoder.decode_json(text, obj, limits, state, error)
             return _json_params(text, obj, limits, error)
     return _text_params(text, limits, error)
 
@@ -205,7 +266,7 @@ def decode_message(payload, is_binary, framing, limits, state=None) -> Decoded:
         if framing == "socketio":
             return _SIO.decode(payload, is_binary, limits, state)
         if framing == "auto":
-            return _sniff(payload, is_binary, limits)
+            return _sniff(payload, is_binary, limits, state)
         dec = _REGISTRY.get(framing)
         if dec is None:
             d = _raw(payload, is_binary)
@@ -213,9 +274,6 @@ def decode_message(payload, is_binary, framing, limits, state=None) -> Decoded:
         return dec.decode(payload, is_binary, limits, state)
     except Exception as e:  # a decoder bug must not blind detection or kill the connection
         return _failed(payload, is_binary, e)
-
-
-_SIO = _REGISTRY["socketio"]
 
 
 def _failed(payload, is_binary, exc):

@@ -27,7 +27,15 @@ class Decoded:
 
 
 class IDecoder(Interface):
-    """A message decoder, looked up by name (the route's ``framing``)."""
+    """A message decoder, looked up by name (the route's ``framing``).
+
+    Framework decoders may also offer, for routes with ``framing = auto``, any of
+    ``sniff_text(text) -> bool`` (cheap test on a text message, tried before JSON),
+    ``sniff_json(obj) -> bool`` plus ``decode_json(text, obj, limits, state, error)``
+    (a parsed JSON message of the framework's shape, so it is parsed once), and
+    ``sniff_binary(payload) -> bool``. A decoder that claims a message becomes the
+    connection's framing (ConnectionState.framing).
+    """
 
     name = Attribute("The decoder's name, as used in route framing and registry()")
 
@@ -54,7 +62,7 @@ class _Pending:
 
 
 class ConnectionState:
-    """Decoder state of one direction of one connection (Socket.IO binary attachments).
+    """Decoder state of one direction of one connection.
 
     A BINARY_EVENT / BINARY_ACK packet (``451-[...]``) announces N attachments; the next N
     binary messages belong to it and are decoded in that event's context, with the path of
@@ -64,10 +72,16 @@ class ConnectionState:
     Use one instance per direction: attachments of client and upstream messages interleave.
     """
 
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "framing", "extra")
 
     def __init__(self):
         self.pending: _Pending | None = None
+        #: The framework sniffing settled on for this connection ("auto" routes): later
+        #: messages (e.g. SignalR's binary records after its JSON handshake) use it too.
+        self.framing: str | None = None
+        #: Per-connection scratch space of framework decoders, keyed by decoder name
+        #: (a STOMP frame split across messages, SignalR's negotiated hub protocol).
+        self.extra: dict = {}
 
     def expect(self, event, namespace, paths, count):
         """Record that the next ``count`` binary messages are attachments of ``event``."""
