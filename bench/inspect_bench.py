@@ -1,6 +1,6 @@
 """Offline detection benchmark through wsfw's real inspection pipeline.
 
-    .venv/bin/python bench/inspect_bench.py CORPUS.jsonl [--framings plain,json,socketio] [--config etc/wsfw.ini]
+    .venv/bin/python bench/inspect_bench.py CORPUS.jsonl [--framings plain,json,socketio,signalr,stomp,graphqlws] [--config etc/wsfw.ini]
 
 Every corpus payload is wrapped in each framing (as the detection evaluator in
 shared/tools/detection does: plain; {"type":"chat","text":p};
@@ -29,10 +29,25 @@ from wsfw.hook import MessageView  # noqa: E402
 from wsfw.inspection.audit import Audit  # noqa: E402
 from wsfw.inspection.pipeline import build_pipelines  # noqa: E402
 
+GRAPHQL_QUERY = "subscription OnChat($q: String!) { chat(filter: $q) { id text author } }"
+
+
+def _stomp(p):
+    return (f"SEND\ndestination:/queue/chat\ncontent-type:text/plain;charset=utf-8\n"
+            f"content-length:{len(p.encode('utf-8', 'surrogatepass'))}\n\n{p}\x00")
+
+
+#: framing -> (wrapper, negotiated subprotocol): the same wrappers as the
+#: detection evaluator (shared/tools/detection/eval_ws.py).
 FRAMINGS = {
-    "plain": lambda p: p,
-    "json": lambda p: json.dumps({"type": "chat", "text": p}),
-    "socketio": lambda p: "42" + json.dumps(["chat message", p]),
+    "plain": (lambda p: p, None),
+    "json": (lambda p: json.dumps({"type": "chat", "text": p}, ensure_ascii=False), None),
+    "socketio": (lambda p: "42" + json.dumps(["chat message", p], ensure_ascii=False), None),
+    "signalr": (lambda p: json.dumps({"type": 1, "target": "Send", "arguments": [p]}, ensure_ascii=False) + "\x1e",
+                None),
+    "stomp": (_stomp, "v12.stomp"),
+    "graphqlws": (lambda p: json.dumps({"type": "subscribe", "id": "1", "payload": {
+        "query": GRAPHQL_QUERY, "variables": {"q": p}}}, ensure_ascii=False), "graphql-transport-ws"),
 }
 MINIMAL = "[listen:x]\nendpoint = tcp:0\n[route:bench]\nupstream = ws://127.0.0.1:1\n"
 CHAT_SETS = ("chat_text", "chat_i18n", "chat_keywords", "chat_symbols", "emoji")
@@ -59,9 +74,10 @@ def main(argv=None) -> int:
     for item in items:
         for framing in framings:
             conn += 1
-            payload = FRAMINGS[framing](item["payload"]).encode("utf-8", "surrogatepass")
+            wrap, subprotocol = FRAMINGS[framing]
+            payload = wrap(item["payload"]).encode("utf-8", "surrogatepass")
             view = MessageView(conn_id=str(conn), route="bench", peer="127.0.0.1:1", direction="client", index=1,
-                               payload=payload, is_binary=False, subprotocol=None, path="/chat")
+                               payload=payload, is_binary=False, subprotocol=subprotocol, path="/chat")
             started = time.perf_counter_ns()
             verdict = pipeline.inspect_message(view)
             spent = (time.perf_counter_ns() - started) / 1000
