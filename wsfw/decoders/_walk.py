@@ -268,7 +268,7 @@ def walk(ctx, v, path, depth):
     t = type(v)
     if t is str:
         ctx.add(path, v)
-        if depth < ctx.max_depth and len(v) > 2:
+        if depth < ctx.max_depth and len(v) > 2 and may_nest(v):
             nested(ctx, v, path, depth)
     elif t is dict:
         if depth >= ctx.max_depth:
@@ -357,6 +357,14 @@ def b64_text(s):
     if not text or _CTRL.search(text) or _SURR.search(text):
         return None
     return text
+
+
+def may_nest(s):
+    """Cheap necessary condition for nested(): most strings (prose, names, ids) fail it
+    without a function call or regex per encoding."""
+    c = s[0]
+    return (c in _JSON_START or c in _WS_CHARS or s[-1] in "]}" or "%" in s or "&" in s or "\\" in s
+            or (len(s) >= 16 and " " not in s))
 
 
 def nested(ctx, s, path, depth, seen=None):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import attrs
+from typing import NamedTuple
+
 from zope.interface import Attribute, Interface
 
 
@@ -15,12 +17,15 @@ class Limits:
     max_expanded_bytes: int = 1 << 20  # total decoded text (characters) produced for one message
 
 
-@attrs.frozen
-class Decoded:
-    """One decoded message: its format, framework event and (path, value) parameters."""
+class Decoded(NamedTuple):
+    """One decoded message: its format, framework event and (path, value) parameters.
 
-    format: str  # "text" | "binary" | "json" | "engineio" | "socketio" | "raw"
-    event: str | None  # framework event name (Socket.IO event), else None
+    A NamedTuple rather than a frozen attrs class: one is built per message on
+    the relay's hot path, and a tuple is built in half the time.
+    """
+
+    format: str  # "text" | "binary" | "json" | "engineio" | "socketio" | "raw" | a framework's name
+    event: str | None  # the framework's event / target / destination / procedure, else None
     params: tuple[tuple[str, str], ...]  # (path, value), values always str
     truncated: str | None = None  # "depth" | "params" | "size" (first bound hit), else None
     error: str | None = None  # why the selected format could not be decoded

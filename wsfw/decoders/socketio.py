@@ -21,7 +21,7 @@ import re
 
 from zope.interface import implementer
 
-from ._walk import Ctx, Num, Partial, Stop, nested, parse_json, walk
+from ._walk import Ctx, Num, Partial, Stop, may_nest, nested, parse_json, walk
 from .base import Decoded, IDecoder
 
 ENGINEIO_TYPES = {
@@ -167,7 +167,7 @@ def decode_socketio(text, limits, state, error=None):
                 event = _event_name(payload)
                 if event is not None:
                     ctx.add("socketio.event", event)
-                    if len(event) > 2 and limits.max_depth > 1:
+                    if len(event) > 2 and limits.max_depth > 1 and may_nest(event):
                         nested(ctx, event, "socketio.event", 1)
             return ctx.result("socketio", event, text, error or "invalid socket.io JSON payload")
         if type(obj) is Partial:  # a huge payload: only a bounded prefix was parsed
@@ -179,7 +179,7 @@ def decode_socketio(text, limits, state, error=None):
             if obj and type(obj[0]) in _EVENT_NAME_TYPES:
                 event = str(obj[0])
                 ctx.add("socketio.event", event)
-                if len(event) > 2 and limits.max_depth > 1:
+                if len(event) > 2 and limits.max_depth > 1 and may_nest(event):
                     nested(ctx, event, "socketio.event", 1)
                 _walk_args(ctx, obj, 1)
             else:

@@ -39,6 +39,10 @@ HAVE_LIBINJECTION = _libinjection is not None
 DETECTOR_CAP = 5
 EXCERPT_MAX = 80
 MAX_PARAMS = 512  # params inspected per message; the rest are ignored
+#: Scan results kept per engine for values up to CACHE_VALUE_MAX characters;
+#: the cache is emptied when full (an attacker can only make it miss).
+CACHE_ENTRIES = 4096
+CACHE_VALUE_MAX = 128
 
 _SEVERITY_BY_SCORE = {v: k for k, v in SCORES.items()}
 
@@ -132,12 +136,14 @@ class Engine:
         self._nrules = nrules
         active = set(self._active) | set(range(nrules, len(patterns)))
         self._backend = make_backend(patterns, prefer=backend, active=active)
+        self._cache: dict[str, tuple] = {}
         self.backend_name = self._backend.name
         self._path_rules = [r for r in _PATH_RULES if enabled(r[0], r[1])]
 
     # ------------------------------------------------------------------
     def scan(self, params: Iterable[tuple[str, str]]) -> Result:
         found: dict[str, Match] = {}
+        cache = self._cache
         n = 0
         for item in params:
             n += 1
@@ -151,8 +157,39 @@ class Engine:
             # the pipeline turns it into the operator's on_inspection_error
             # policy (fail closed by default) instead of silently passing the
             # value unscanned.
-            self._scan_one(str(path) if path is not None else "", value, found)
+            if type(path) is not str:
+                path = str(path) if path is not None else ""
+            # Both key rules need one of these substrings: a cheap gate saves
+            # two regex searches on every ordinary path.
+            if path and self._path_rules and ("$" in path or "__proto__" in path or "prototype" in path):
+                self._scan_path(path, found)
+            if type(value) is not str:
+                if isinstance(value, (bytes, bytearray)):
+                    value = bytes(value).decode("utf-8", "surrogateescape")
+                elif value is None:
+                    continue
+                else:
+                    value = str(value)
+            if not value:
+                continue
+            # A value's hits depend on the value alone, and short values repeat
+            # (event names, message types, enum fields, ids): remember them.
+            hits = cache.get(value)
+            if hits is None:
+                hits = self._scan_value(value)
+                if len(value) <= CACHE_VALUE_MAX:
+                    if len(cache) >= CACHE_ENTRIES:
+                        cache.clear()
+                    cache[value] = hits
+            for rule_id, cls, severity, excerpt in hits:
+                if rule_id not in found:
+                    found[rule_id] = Match(detector=cls, rule_id=rule_id, cls=cls, severity=severity,
+                                           score=SCORES[severity], path=path, excerpt=excerpt)
         return self._result(found)
+
+    def clear_cache(self) -> None:
+        """Forget remembered value results (benchmarks measure the uncached cost)."""
+        self._cache.clear()
 
     def _result(self, found: dict[str, Match]) -> Result:
         if not found:
@@ -163,37 +200,24 @@ class Engine:
         score = sum(min(v, DETECTOR_CAP) for v in per_det.values())
         return Result(score=score, matches=tuple(found.values()))
 
-    def _add(self, found, rule_id, cls, severity, path, excerpt):
-        if rule_id in found:
-            return
-        found[rule_id] = Match(detector=cls, rule_id=rule_id, cls=cls, severity=severity,
-                               score=SCORES[severity], path=path, excerpt=excerpt)
+    def _scan_path(self, path: str, found: dict[str, Match]) -> None:
+        p = path[:4096]
+        for rid, cls, sev, rx in self._path_rules:
+            if rid not in found:
+                m = rx.search(p)
+                if m:
+                    found[rid] = Match(detector=cls, rule_id=rid, cls=cls, severity=sev, score=SCORES[sev],
+                                       path=path, excerpt=_excerpt(p, m.start(), m.end()))
 
-    def _scan_one(self, path: str, value, found: dict[str, Match]) -> None:
-        # keys / paths
-        # Both key rules need one of these substrings: a cheap gate saves two
-        # regex searches on every ordinary path.
-        if path and self._path_rules and ("$" in path or "__proto__" in path or "prototype" in path):
-            p = path[:4096]
-            for rid, cls, sev, rx in self._path_rules:
-                if rid not in found:
-                    m = rx.search(p)
-                    if m:
-                        self._add(found, rid, cls, sev, path, _excerpt(p, m.start(), m.end()))
-        if not isinstance(value, str):
-            if isinstance(value, (bytes, bytearray)):
-                value = bytes(value).decode("utf-8", "surrogateescape")
-            elif value is None:
-                return
-            else:
-                value = str(value)
-        if not value:
-            return
+    def _scan_value(self, value: str) -> tuple:
+        """Every rule the value (or one of its decoded variants) matches, as
+        ``(rule_id, class, severity, excerpt)``; ``()`` for a clean value."""
         if len(value) > transforms.MAX_SCAN_CHARS:
             value = value[:transforms.MAX_SCAN_CHARS]
         rules = self._rules
         nrules = self._nrules
         active = self._active
+        hits: dict[str, tuple] = {}
         sqli_vs = []
         xss_vs = []
         hints = set()
@@ -214,7 +238,7 @@ class Engine:
                 if idx not in active:
                     continue
                 rid, cls, sev, _par, _pat = rules[idx]
-                if rid in found:
+                if rid in hits:
                     continue
                 m = self._py[idx].search(data)
                 if m:
@@ -224,17 +248,21 @@ class Engine:
                     ex = _excerpt(text, start, end)
                 else:
                     ex = _excerpt(v, 0, 0)
-                self._add(found, rid, cls, sev, path, ex)
-            if i == 0:
-                if hints or not value.isascii():
-                    vs.extend(transforms.variants(value, hints)[1:])
+                hits[rid] = (rid, cls, sev, ex)
+            if i == 0 and (hints or not value.isascii()):
+                vs.extend(transforms.variants(value, hints)[1:])
             i += 1
-        if self._sqli and sqli_vs and "sqli-libinjection" not in found:
-            self._libinjection_sqli(path, sqli_vs, found)
-        if self._xss and xss_vs and "xss-libinjection" not in found:
-            self._libinjection_xss(path, xss_vs, found)
+        if self._sqli and sqli_vs:
+            hit = self._libinjection_sqli(sqli_vs)
+            if hit is not None:
+                hits[hit[0]] = hit
+        if self._xss and xss_vs:
+            hit = self._libinjection_xss(xss_vs)
+            if hit is not None:
+                hits[hit[0]] = hit
+        return tuple(hits.values()) if hits else ()
 
-    def _libinjection_sqli(self, path, vs, found):
+    def _libinjection_sqli(self, vs):
         weak_hit = None
         for v in vs:
             try:
@@ -247,14 +275,14 @@ class Engine:
                     fp = fp.decode("ascii", "replace")
                 if _WEAK_SQLI_FP.match(fp):
                     if weak_hit is None:
-                        weak_hit = (v, fp)
+                        weak_hit = v
                     continue
-                self._add(found, "sqli-libinjection", "sqli", "critical", path, _excerpt(v, 0, 0))
-                return
+                return ("sqli-libinjection", "sqli", "critical", _excerpt(v, 0, 0))
         if weak_hit is not None:
-            self._add(found, "sqli-libinjection-weak", "sqli", "warning", path, _excerpt(weak_hit[0], 0, 0))
+            return ("sqli-libinjection-weak", "sqli", "warning", _excerpt(weak_hit, 0, 0))
+        return None
 
-    def _libinjection_xss(self, path, vs, found):
+    def _libinjection_xss(self, vs):
         for v in vs:
             try:
                 r = _libinjection.is_xss(v)
@@ -264,5 +292,5 @@ class Engine:
                 # a bare XML prolog / style declaration is libinjection's
                 # classic false positive: demote unless something else fires
                 sev = "warning" if _WEAK_XSS.match(v) else "critical"
-                self._add(found, "xss-libinjection", "xss", sev, path, _excerpt(v, 0, 0))
-                return
+                return ("xss-libinjection", "xss", sev, _excerpt(v, 0, 0))
+        return None

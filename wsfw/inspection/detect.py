@@ -12,6 +12,7 @@ from wsfw.interfaces import IInspector, IInspectorFactory
 STRUCTURAL = frozenset({"socketio.type"})
 #: Formats whose decoded parameters cover every byte of the message that carries data.
 COMPLETE = frozenset({"json", "socketio", "engineio"})
+_SKIP_WITH_RAW = STRUCTURAL | {"raw"}
 
 
 def scannable(decoded):
@@ -23,9 +24,9 @@ def scannable(decoded):
     so a decoder gap never blinds detection. One-character values and fixed
     vocabulary fields cannot carry an attack.
     """
-    skip_raw = decoded.format in COMPLETE and decoded.error is None and decoded.truncated is None
-    return [(path, value) for path, value in decoded.params
-            if len(value) > 1 and path not in STRUCTURAL and not (skip_raw and path == "raw")]
+    skip = (_SKIP_WITH_RAW if decoded.format in COMPLETE and decoded.error is None and decoded.truncated is None
+            else STRUCTURAL)
+    return [pv for pv in decoded.params if len(pv[1]) > 1 and pv[0] not in skip]
 
 
 @implementer(IInspector)

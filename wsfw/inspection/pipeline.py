@@ -63,20 +63,21 @@ class Pipeline:
     # -- WebSocket messages ---------------------------------------------------
 
     def inspect_message(self, view):
-        if self.mode == "off" or (view.direction == UPSTREAM and not self.inspect_upstream):
+        direction = view.direction
+        if self.mode == "off" or (direction == UPSTREAM and not self.inspect_upstream):
             return FORWARD
         # Decoder state (e.g. Socket.IO binary attachments) is per connection *and* direction.
-        key = (view.conn_id, view.direction)
+        key = (view.conn_id, direction)
         known = self._connections.get(key)
         if known is None:
             framing = decoders.select(self.framing, view.path, view.query, view.subprotocol)
             known = self._connections[key] = (framing, decoders.ConnectionState())
         framing, state = known
-        decoded = decoders.decode_message(view.payload, view.is_binary, framing, self.limits, state)
-        if view.is_binary and decoded.format in OPAQUE and not _is_utf8(view.payload):
+        payload = view.payload
+        decoded = decoders.decode_message(payload, view.is_binary, framing, self.limits, state)
+        if view.is_binary and decoded.format in OPAQUE and not _is_utf8(payload):
             return FORWARD
-        return self._judge(decoded, kind="message", conn=view.conn_id, peer=view.peer, direction=view.direction,
-                           path=view.path, view=view)
+        return self._judge(decoded, "message", view.conn_id, view.peer, direction, view.path, view)
 
     def connection_closed(self, conn_id: str) -> None:
         self._connections.pop((conn_id, "client"), None)
@@ -106,8 +107,7 @@ class Pipeline:
             framing = decoders.select(self.framing, path, query, None)
             decoded_all = [decoders.decode_message(body, False, framing, self.limits, None)]
         for decoded in decoded_all:
-            verdict = self._judge(decoded, kind="http", conn=None, peer=peer, direction="client", path=path,
-                                  view=None)
+            verdict = self._judge(decoded, "http", None, peer, "client", path, None)
             if verdict is not FORWARD:
                 return verdict
         return FORWARD
@@ -121,17 +121,13 @@ class Pipeline:
 
     # -- the decision ----------------------------------------------------------
 
-    def _judge(self, decoded, *, kind, conn, peer, direction, path, view) -> Verdict:
-        context = dict(kind=kind, conn=conn, peer=peer, route=self.route, direction=direction,
-                       framing=decoded.format, path=path)
-        if decoded.error:
-            log.info("{conn} undecodable {framing} message: {error}", conn=conn or "-", framing=decoded.format,
-                     error=decoded.error, event="decode_error")
-            if self.on_decode_error == "close" and direction != UPSTREAM:
-                return self._decide(Finding("decoder", "block", f"undecodable {decoded.format}: {decoded.error}"),
-                                    context, code=1007)
-        if decoded.truncated and self.on_decode_limit == "block":
-            return self._decide(Finding("decoder", "block", f"decode limit reached: {decoded.truncated}"), context)
+    def _judge(self, decoded, kind, conn, peer, direction, path, view) -> Verdict:
+        # The audit context is only built when there is something to audit:
+        # this runs for every message.
+        if decoded.error or decoded.truncated:
+            verdict = self._judge_decoding(decoded, kind, conn, peer, direction, path)
+            if verdict is not None:
+                return verdict
         for inspector in self.inspectors:
             try:
                 finding = inspector.inspect(view, decoded)
@@ -146,10 +142,27 @@ class Pipeline:
                     continue
                 return Verdict.close(1011, "inspection error", rule=f"{inspector.name}:error")
             if finding is not None:
-                verdict = self._decide(finding, context)
+                verdict = self._decide(finding, self._context(decoded, kind, conn, peer, direction, path))
                 if verdict is not FORWARD:
                     return verdict
         return FORWARD
+
+    def _context(self, decoded, kind, conn, peer, direction, path) -> dict:
+        return dict(kind=kind, conn=conn, peer=peer, route=self.route, direction=direction, framing=decoded.format,
+                    path=path)
+
+    def _judge_decoding(self, decoded, kind, conn, peer, direction, path) -> Verdict | None:
+        """The decode-error and decode-limit policies; None = go on inspecting."""
+        context = self._context(decoded, kind, conn, peer, direction, path)
+        if decoded.error:
+            log.info("{conn} undecodable {framing} message: {error}", conn=conn or "-", framing=decoded.format,
+                     error=decoded.error, event="decode_error")
+            if self.on_decode_error == "close" and direction != UPSTREAM:
+                return self._decide(Finding("decoder", "block", f"undecodable {decoded.format}: {decoded.error}"),
+                                    context, code=1007)
+        if decoded.truncated and self.on_decode_limit == "block":
+            return self._decide(Finding("decoder", "block", f"decode limit reached: {decoded.truncated}"), context)
+        return None
 
     def _decide(self, finding: Finding, context: dict, code: int = 1008) -> Verdict:
         """``block`` findings close the sender; ``drop`` findings withhold the message only."""
