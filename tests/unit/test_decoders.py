@@ -100,7 +100,7 @@ def test_registry_decoders_provide_idecoder():
         ("auto", "/chat/socket.io/", "", None, "socketio"),
         ("auto", "/custom", "EIO=4&transport=websocket", None, "socketio"),
         ("auto", "/ws", "", None, "auto"),
-        ("auto", "/ws", "", "graphql-transport-ws", "auto"),
+        ("auto", "/ws", "", "graphql-transport-ws", "graphqlws"),
         ("json", "/socket.io/", "EIO=4", None, "json"),
         ("raw", "/x", "", None, "raw"),
     ],
@@ -129,7 +129,7 @@ def test_invalid_utf8_text_reports_error():
 
 def test_unknown_framing_is_raw_with_error():
     """An unknown framing name falls back to the raw text with an error."""
-    d = decode_message(b"hello", False, "stomp", LIMITS)
+    d = decode_message(b"hello", False, "no-such-framing", LIMITS)
     assert d.format == "raw" and d.params == (("raw", "hello"),) and d.error
 
 
@@ -333,3 +333,22 @@ def test_auto_sniffs_socketio_on_any_path():
     assert (decoded.format, decoded.event) == ("socketio", "say")
     assert ("socketio.args[0]", "hi <b>") in decoded.params
     assert decode_message(b"42 is the answer", False, "auto", Limits(), None).format == "text"
+
+
+def test_route_framings_are_the_registered_decoders():
+    """Every ``framing =`` value the config accepts names a decoder, and every decoder is accepted."""
+    from wsfw.config import FRAMINGS
+
+    assert set(FRAMINGS) == {"auto"} | set(registry())
+
+
+@pytest.mark.parametrize("subprotocol,expected", [
+    ("v12.stomp", "stomp"), ("wamp.2.json", "wamp"), ("wamp.2.msgpack.batched", "wamp-msgpack"),
+    ("wamp.2.cbor", "wamp-cbor"), ("graphql-transport-ws", "graphqlws"), ("graphql-ws", "graphqlws"),
+    ("MQTT", "mqtt"), ("actioncable-v1-json", "actioncable"),
+])
+def test_negotiated_subprotocol_wins_over_route_framing(subprotocol, expected):
+    """Selection order: the negotiated subprotocol, then the route's framing, then sniffing."""
+    assert select("json", "/ws", "", subprotocol) == expected
+    assert select("json", "/ws", "", "chat.v1") == "json"
+    assert select("auto", "/ws", "", "chat.v1") == "auto"

@@ -20,6 +20,35 @@ Param naming
   ``socketio.args[i]`` (after the event name; walked like JSON: ``socketio.args[1].user.name``),
   ``socketio.auth.*`` (CONNECT), ``socketio.error.*`` (CONNECT_ERROR), binary attachments at
   ``<placeholder path><binary>``; Engine.IO: ``engineio.type``, ``engineio.open.*``.
+- STOMP (also inside SockJS): ``stomp.command``, ``stomp.destination``, ``stomp.headers.<name>``
+  (``stomp.headers["content-type"]``), ``stomp.body`` (JSON bodies walked: ``stomp.body.a``),
+  ``stomp.partial``; ``stomp[i].*`` when a message holds several frames; ``sockjs.close.*``.
+- GraphQL over WebSocket: ``graphql.type``, ``graphql.id``, ``graphql.query``,
+  ``graphql.operationName``, ``graphql.variables.*``, ``graphql.extensions.*``,
+  ``graphql.payload.*`` (other payloads).
+- JSON-RPC: ``jsonrpc.method``, ``jsonrpc.id``, ``jsonrpc.params.*``, ``jsonrpc.result.*``,
+  ``jsonrpc.error.*``; batches ``jsonrpc[i].method``.
+- ActionCable: ``actioncable.command`` / ``.type``, the JSON-in-string identifier and data
+  decoded as ``actioncable.identifier.channel``, ``actioncable.data.action``, ``actioncable.message.*``.
+- Phoenix channels (V1 object, V2 array): ``phoenix.topic``, ``phoenix.event``, ``phoenix.ref``,
+  ``phoenix.join_ref``, ``phoenix.payload.*``.
+- Records / packets / batched messages of the formats below: the first of a message is
+  unprefixed (``signalr.target``), the i-th (i >= 1) indexed (``signalr[1].target``).
+- SignalR (JSON and MessagePack hub protocols): ``signalr.type`` (Invocation ...),
+  ``signalr.target``, ``signalr.arguments[i]...``, ``signalr.invocationId``,
+  ``signalr.headers.*``, ``signalr.streamIds[i]``, ``signalr.item...``, ``signalr.result...``,
+  ``signalr.error``, ``signalr.protocol`` (handshake), ``signalr.record`` (undecodable record),
+  ``signalr.partial`` (this message's part of a record completed by a later one).
+- WAMP (JSON / MessagePack / CBOR, batched or not): ``wamp.type`` (CALL ...), ``wamp.request``,
+  ``wamp.procedure`` / ``wamp.topic`` / ``wamp.realm`` / ``wamp.uri``, ``wamp.options...``,
+  ``wamp.details...``, ``wamp.args[i]...``, ``wamp.kwargs...``.
+- MQTT 3.1.1 / 5: ``mqtt.type``, ``mqtt.topic``, ``mqtt.payload...`` (JSON walked, else text),
+  ``mqtt.client_id``, ``mqtt.username``, ``mqtt.password``, ``mqtt.will.*``,
+  ``mqtt.filters[i]``, ``mqtt.properties.<name>``, ``mqtt.properties.user.<key>``,
+  ``mqtt.partial`` (as ``signalr.partial``).
+- MessagePack / CBOR / BSON messages: walked like JSON from ``msgpack`` / ``cbor`` / ``bson``;
+  bytes values become text (UTF-8, else latin-1) and are followed like strings; dates,
+  ObjectIds, ext types and tags become their text; non-string map keys their text.
 - Nested encodings of any string value, each kept next to the original, applied recursively
   within ``Limits.max_depth``: ``<json>`` (string holding a JSON object/array, then walked:
   ``json.data<json>.a``), ``<url>`` (percent-decoding to different, valid UTF-8), ``<html>``
@@ -42,11 +71,13 @@ import binascii
 
 from zope.interface import implementer
 
-from ._walk import Ctx, Stop, nested, parse_json, walk
+from ._walk import Ctx, Stop, may_nest, nested, parse_json, walk
 from .base import ConnectionState, Decoded, IDecoder, Limits
 from .socketio import SocketIODecoder, bytes_text, decode_binary, decode_text
 
 __all__ = [
+    "COMPLETE_FORMATS",
+    "SUBPROTOCOLS",
     "ConnectionState",
     "Decoded",
     "IDecoder",
@@ -69,7 +100,7 @@ def _text_params(text, limits, error=None, fmt="text"):
     ctx = Ctx(limits)
     try:
         ctx.add("text", text)
-        if limits.max_depth > 0 and len(text) > 2:
+        if limits.max_depth > 0 and len(text) > 2 and may_nest(text):
             nested(ctx, text, "text", 0)
     except Stop:
         pass
@@ -178,7 +209,14 @@ def register(decoder, subprotocols: dict[str, str] | None = None) -> None:
 
 #: Framework decoder modules of this package, each with ``DECODERS`` (instances)
 #: and ``SUBPROTOCOLS`` (subprotocol -> decoder name). Their order is the sniffing order.
-_FRAMEWORK_MODULES: tuple[str, ...] = ()
+_FRAMEWORK_MODULES: tuple[str, ...] = ("stomp", "graphqlws", "jsonrpc", "actioncable", "phoenix", "signalr", "wamp",
+                                       "mqtt", "binary")
+
+
+#: Formats whose params hold every data-carrying byte of a message decoded without error
+#: or truncation, so the ``raw`` copy adds nothing for the detectors: the structured
+#: built-ins and every framework decoder that does not set ``complete = False``.
+COMPLETE_FORMATS: set[str] = {"json", "socketio", "engineio"}
 
 
 def _load_frameworks():
@@ -188,6 +226,8 @@ def _load_frameworks():
         module = importlib.import_module(f"{__name__}.{module_name}")
         for decoder in module.DECODERS:
             register(decoder)
+            if getattr(decoder, "complete", True):
+                COMPLETE_FORMATS.add(decoder.name)
         for subprotocol, name in module.SUBPROTOCOLS.items():
             SUBPROTOCOLS[subprotocol.lower()] = name
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from zope.interface import implementer
 
+from wsfw.decoders import COMPLETE_FORMATS
 from wsfw.inspection import Finding
 from wsfw.interfaces import IInspector, IInspectorFactory
 
 
 #: Parameters a decoder fills from a fixed vocabulary (never attacker text).
 STRUCTURAL = frozenset({"socketio.type"})
-#: Formats whose decoded parameters cover every byte of the message that carries data.
-COMPLETE = frozenset({"json", "socketio", "engineio"})
 _SKIP_WITH_RAW = STRUCTURAL | {"raw"}
 
 
@@ -24,7 +23,7 @@ def scannable(decoded):
     so a decoder gap never blinds detection. One-character values and fixed
     vocabulary fields cannot carry an attack.
     """
-    skip = (_SKIP_WITH_RAW if decoded.format in COMPLETE and decoded.error is None and decoded.truncated is None
+    skip = (_SKIP_WITH_RAW if decoded.format in COMPLETE_FORMATS and decoded.error is None and decoded.truncated is None
             else STRUCTURAL)
     return [pv for pv in decoded.params if len(pv[1]) > 1 and pv[0] not in skip]
 
