@@ -117,7 +117,7 @@ class Big(resource.Resource):
 
 
 class EchoBody(resource.Resource):
-    """Answers a POST with its body; records (uri, body) of every POST it got."""
+    """Answers a POST with its body; records (uri, body) of every POST (and DELETE) it got."""
 
     isLeaf = True
 
@@ -130,6 +130,11 @@ class EchoBody(resource.Resource):
         self.bodies.append((request.uri, body))
         request.setHeader(b"content-type", b"application/octet-stream")
         return body
+
+    def render_DELETE(self, request):
+        """SignalR's end of a long-polling connection: recorded with the body ``DELETE``."""
+        self.bodies.append((request.uri, b"DELETE"))
+        return b""
 
 
 class Headers(resource.Resource):

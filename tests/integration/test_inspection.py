@@ -13,6 +13,10 @@ from twisted.web.http_headers import Headers
 from io import BytesIO
 from zope.interface import implementer
 
+from signalrcore.messages.invocation_message import InvocationMessage
+from signalrcore.protocol.json_hub_protocol import JsonHubProtocol
+from signalrcore.protocol.messagepack_protocol import MessagePackHubProtocol
+
 from tests import support
 from wsfw import decoders
 from wsfw.inspection.audit import Audit
@@ -22,6 +26,9 @@ from wsfw.interfaces import IInspector
 XSS = '42["chat message","<img src=x onerror=alert(document.cookie)>"]'
 SQLI = '42["chat message","1\' UNION SELECT username, password FROM users--"]'
 BENIGN = '42["chat message","see you at 5pm, bring the <3 and snacks; SELECT a seat early!"]'
+
+
+JSON_HUB, MP_HUB = JsonHubProtocol(), MessagePackHubProtocol()
 
 
 def read_audit(path: str) -> list[dict]:
@@ -106,6 +113,67 @@ class BlockTests(InspectionBase):
         posted = [(uri.decode(), body) for uri, body in self.app.http_bodies]
         self.assertIn((url.decode().split(str(self.wsfw.port), 1)[1], b"1"), posted)
         self.assertFalse([body for _, body in posted if b"UNION" in body], "the attack reached the app")
+
+
+class SignalRPollingTests(InspectionBase):
+    """SignalR long-polling / SSE sends (POST ?id=token) get the WebSocket policy too."""
+
+    @defer.inlineCallbacks
+    def post(self, url: bytes, body: bytes):
+        response = yield Agent(reactor).request(b"POST", url, Headers({}), FileBodyProducer(BytesIO(body)))
+        yield readBody(response)
+        return response.code
+
+    def url(self, token: str) -> bytes:
+        return self.wsfw.url(f"/http/echo/chathub?id={token}", "http").encode()
+
+    @defer.inlineCallbacks
+    def assert_session_ended(self, token: str):
+        """Later sends on the token are refused, and the app got SignalR's own DELETE for it."""
+        self.assertEqual((yield self.post(self.url(token), JSON_HUB.encode(InvocationMessage("2", "Send", ["hi"])).encode())),
+                         403)
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertIn((f"/http/echo/chathub?id={token}", b"DELETE"),
+                      [(uri.decode(), body) for uri, body in self.app.http_bodies])
+
+    @defer.inlineCallbacks
+    def test_json_records_inspected(self):
+        """Handshake and a benign invocation pass; an XSS in an argument gets 403 and ends the connection."""
+        url = self.url("tok-json")
+        self.assertEqual((yield self.post(url, b'{"protocol":"json","version":1}\x1e')), 200)
+        benign = JSON_HUB.encode(InvocationMessage("1", "Send", ["alice", "lunch at 12?"])).encode()
+        self.assertEqual((yield self.post(url, benign)), 200)
+        attack = JSON_HUB.encode(InvocationMessage("2", "Send", ["alice", "<svg/onload=alert(1)>"])).encode()
+        self.assertEqual((yield self.post(url, attack)), 403)
+        record = read_audit(self.audit_path)[-1]
+        self.assertEqual((record["kind"], record["framing"], record["param"]), ("http", "signalr", "signalr.arguments[1]"))
+        yield self.assert_session_ended("tok-json")
+        self.assertFalse([b for _, b in self.app.http_bodies if b"svg" in b], "the attack reached the app")
+
+    @defer.inlineCallbacks
+    def test_messagepack_records_inspected(self):
+        """After a MessagePack handshake, binary bodies are decoded as MessagePack hub records."""
+        url = self.url("tok-mp")
+        self.assertEqual((yield self.post(url, b'{"protocol":"messagepack","version":1}\x1e')), 200)
+        benign = MP_HUB.encode(InvocationMessage("1", "Send", ["bob", "see you"]))
+        self.assertEqual((yield self.post(url, benign)), 200)
+        attack = MP_HUB.encode(InvocationMessage("2", "Send", ["bob", "1' UNION SELECT password FROM users--"]))
+        self.assertEqual((yield self.post(url, attack)), 403)
+        self.assertEqual(read_audit(self.audit_path)[-1]["param"], "signalr.arguments[1]")
+        yield self.assert_session_ended("tok-mp")
+        # Another SignalR connection carries on.
+        other = self.url("tok-other")
+        self.assertEqual((yield self.post(other, b'{"protocol":"json","version":1}\x1e')), 200)
+        self.assertEqual((yield self.post(other, JSON_HUB.encode(InvocationMessage("1", "Send", ["x"])).encode())), 200)
+
+    @defer.inlineCallbacks
+    def test_non_signalr_id_query_is_not_a_session(self):
+        """An ordinary POST that happens to carry ?id= is refused on attack but never DELETEd upstream."""
+        url = self.wsfw.url("/http/echo/items?id=7", "http").encode()
+        self.assertEqual((yield self.post(url, json.dumps({"q": "x' OR 1=1 -- "}).encode())), 403)
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertNotIn(b"DELETE", [body for _, body in self.app.http_bodies])
+        self.assertEqual((yield self.post(url, b'{"q": "plain"}')), 200)
 
 
 class DetectModeTests(InspectionBase):

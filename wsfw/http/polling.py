@@ -1,4 +1,4 @@
-"""Engine.IO long-polling sessions that wsfw ended after a block.
+"""Long-polling sessions (Engine.IO ``sid``, SignalR ``id``) that wsfw ended after a block.
 
 Over WebSocket a block closes the attacker's socket. Over long-polling there is
 no socket to close: the "connection" is a session id carried by a stream of
@@ -6,13 +6,12 @@ short HTTP requests. To end it just as decisively, wsfw remembers the session
 id for a while, refuses every later request that carries it (403), and cuts
 the requests of that session still in flight (typically the pending GET poll),
 so the client sees its session end at once; the proxy also sends the upstream
-app an Engine.IO close packet in the blocked message's place.
+app its own end-of-session request (an Engine.IO close packet, a SignalR DELETE).
 """
 
 from __future__ import annotations
 
 import collections
-from urllib.parse import parse_qs
 
 from wsfw.http.responses import plain
 from wsfw.logs import logger
@@ -20,11 +19,6 @@ from wsfw.logs import logger
 log = logger("wsfw.http")
 
 ENDED = "session ended by policy"
-
-
-def session_id(query: str) -> str | None:
-    values = parse_qs(query).get("sid")
-    return values[0] if values else None
 
 
 class EndedSessions:

@@ -21,7 +21,7 @@ from twisted.web._newclient import ResponseFailed, ResponseNeverReceived, Reques
 from zope.interface import implementer
 
 from wsfw import endpoints
-from wsfw.http.polling import ENDED, EndedSessions, session_id
+from wsfw.http.polling import ENDED, EndedSessions
 from wsfw.http.responses import plain
 from wsfw.forwarding import FORWARDING, HOP_BY_HOP, connection_tokens, forwarding_headers
 from wsfw.logs import logger
@@ -115,13 +115,14 @@ class ProxyResource:
         path = request.uri.decode("latin-1")
         path, _, query = path.partition("?")
         url = self.origin + self.route.upstream_path(path, self.route.http) + (f"?{query}" if query else "")
-        sid = session_id(query) if (self.pipeline is not None and self.pipeline.is_polling(path, query)) else None
+        session = self.pipeline.http_session(path, query) if self.pipeline is not None else None
+        sid = session.key if session is not None else None
         if sid is not None and self.sessions.is_ended(sid):
             return plain(request, 403, ENDED, close=True)
         request.content.seek(0, 2)
         length = request.content.tell()
         request.content.seek(0)
-        if length and self.pipeline is not None and self._refused(request, path, query, sid, url):
+        if length and self.pipeline is not None and self._refused(request, path, query, session, url):
             return plain(request, 403, "blocked by policy", close=True)
         if sid is not None:
             self.sessions.track(sid, request)
@@ -140,27 +141,33 @@ class ProxyResource:
         d.addErrback(lambda f: log.failure("proxying {url} failed", f, url=url))
         return NOT_DONE_YET
 
-    def _refused(self, request, path: str, query: str, sid: str | None, url: str) -> bool:
+    def _refused(self, request, path: str, query: str, session, url: str) -> bool:
         """Whether the route's WebSocket policy blocks this request body (the caller answers 403)."""
         peer = request.getClientAddress()
         verdict = self.pipeline.inspect_http_body(
             body=request.content.read(), content_type=(request.getHeader(b"content-type") or b"").decode("latin-1"),
-            peer=getattr(peer, "host", str(peer)), path=path, query=query)
+            peer=getattr(peer, "host", str(peer)), path=path, query=query, session=session)
         request.content.seek(0)
         if verdict.action == "forward":
             return False
-        if sid is not None:
-            self._end_polling_session(request, url)
-            self.sessions.end(sid)
+        kind = session.kind if session is not None else None
+        if kind is not None:
+            self._end_polling_session(request, url, kind)
+            self.sessions.end(session.key)
         return True
 
-    def _end_polling_session(self, request, url: str) -> None:
-        """Close the attacker's Engine.IO session upstream (a ``1`` close packet in
-        its place), so the app drops the session: the polling client's next poll
-        fails and it is disconnected, as a blocked WebSocket client is."""
+    def _end_polling_session(self, request, url: str, kind: str) -> None:
+        """End the attacker's polling session upstream too, so the app drops it and
+        the client is disconnected, as a blocked WebSocket client is: Engine.IO gets
+        a ``1`` close packet in the blocked message's place, SignalR the ``DELETE``
+        its own clients send to end a long-polling connection."""
         headers = self.upstream_headers(request)
-        headers.setRawHeaders(b"content-type", [b"text/plain; charset=UTF-8"])
-        d = self.agent.request(b"POST", url.encode("latin-1"), headers, FileBodyProducer(io.BytesIO(b"1")))
+        if kind == "engineio":
+            headers.setRawHeaders(b"content-type", [b"text/plain; charset=UTF-8"])
+            d = self.agent.request(b"POST", url.encode("latin-1"), headers, FileBodyProducer(io.BytesIO(b"1")))
+        else:
+            headers.removeHeader(b"content-type")
+            d = self.agent.request(b"DELETE", url.encode("latin-1"), headers, None)
         d.addCallback(lambda response: response.deliverBody(protocol.Protocol()))
         d.addErrback(lambda f: log.info("closing the polling session upstream failed: {why}",
                                         why=f.getErrorMessage(), url=url))

@@ -9,6 +9,9 @@ The first blocking finding wins.
 
 from __future__ import annotations
 
+import collections
+from urllib.parse import parse_qs
+
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -43,6 +46,32 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
+#: Route framings whose HTTP requests may be SignalR long-polling / SSE sends.
+_SIGNALR_HTTP = frozenset({"signalr", "signalr-msgpack", "auto"})
+#: Long-polling sessions whose decoder state is kept (least recently used dropped first).
+MAX_HTTP_SESSIONS = 10_000
+
+
+class HttpSession:
+    """One long-polling session (Engine.IO ``sid`` or SignalR ``id``) and its decoder state."""
+
+    __slots__ = ("key", "framing", "state")
+
+    def __init__(self, key: str, framing: str):
+        self.key = key
+        self.framing = framing
+        self.state = decoders.ConnectionState()
+
+    @property
+    def kind(self) -> str | None:
+        """"engineio", "signalr" (confirmed by the route's framing or by sniffing), or None."""
+        if self.framing == "socketio":
+            return "engineio"
+        if self.framing != "auto" or self.state.framing == "signalr":
+            return "signalr"
+        return None
+
+
 @implementer(IMessageHook)
 class Pipeline:
     def __init__(self, *, route: str, mode: str, framing: str, inspect_upstream: bool, inspectors: list,
@@ -59,6 +88,7 @@ class Pipeline:
         self.on_error = on_error
         self.audit = audit
         self._connections: dict[tuple[str, str], tuple[str, object]] = {}
+        self._http_sessions: collections.OrderedDict[str, HttpSession] = collections.OrderedDict()
 
     # -- WebSocket messages ---------------------------------------------------
 
@@ -85,27 +115,58 @@ class Pipeline:
 
     # -- HTTP (long-polling bodies) -------------------------------------------
 
-    def is_polling(self, path: str, query: str) -> bool:
-        """Whether a plain HTTP request on this route is Engine.IO long-polling."""
-        return decoders.select(self.framing, path, query, None) == "socketio"
+    def http_session(self, path: str, query: str) -> HttpSession | None:
+        """The long-polling session a plain HTTP request belongs to, or None.
+
+        Engine.IO polling carries ``sid=``; SignalR long-polling and SSE post
+        their records with ``id=`` (the connection token). The session keeps the
+        decoder state across requests, as a WebSocket connection would (SignalR's
+        handshake picks MessagePack for the later binary bodies).
+        """
+        framing = decoders.select(self.framing, path, query, None)
+        if framing == "socketio":
+            name = "sid"
+        elif framing in _SIGNALR_HTTP and not path.endswith("/negotiate"):
+            name = "id"
+        else:
+            return None
+        values = parse_qs(query).get(name)
+        if not values:
+            return None
+        key = f"{name}:{values[0]}"
+        session = self._http_sessions.get(key)
+        if session is None:
+            session = self._http_sessions[key] = HttpSession(values[0], framing)
+            if len(self._http_sessions) > MAX_HTTP_SESSIONS:
+                self._http_sessions.popitem(last=False)
+        else:
+            self._http_sessions.move_to_end(key)
+        return session
 
     def inspect_http_body(self, *, body: bytes, content_type: str | None, peer: str, path: str,
-                          query: str) -> Verdict:
+                          query: str, session: HttpSession | None = None) -> Verdict:
         """A verdict for one plain-HTTP request body; ``close`` means refuse it with 403.
 
-        Engine.IO long-polling bodies (every packet in them) are decoded exactly
-        like the WebSocket messages they stand in for, so falling back to
-        polling evades nothing; other bodies are decoded by the route's framing.
+        Long-polling bodies (every Engine.IO packet, every SignalR record in
+        them) are decoded exactly like the WebSocket messages they stand in for,
+        so falling back to polling evades nothing; other bodies are decoded by
+        the route's framing. Binary bodies that no decoder recognises are opaque
+        uploads (media, archives): size caps only, as for binary messages.
         """
         if self.mode == "off":
             return FORWARD
-        if not _is_utf8(body):
-            return FORWARD  # opaque upload (media, archives): size caps only, as for binary messages
-        if self.is_polling(path, query):
-            decoded_all = decoders.decode_polling(body, content_type, self.limits)
+        is_binary = not _is_utf8(body)
+        if session is not None and session.framing == "socketio":
+            if is_binary:
+                return FORWARD
+            decoded_all = decoders.decode_polling(body, content_type, self.limits, session.state)
         else:
-            framing = decoders.select(self.framing, path, query, None)
-            decoded_all = [decoders.decode_message(body, False, framing, self.limits, None)]
+            framing = session.framing if session is not None else decoders.select(self.framing, path, query, None)
+            state = session.state if session is not None else None
+            decoded = decoders.decode_message(body, is_binary, framing, self.limits, state)
+            if is_binary and decoded.format in OPAQUE:
+                return FORWARD
+            decoded_all = [decoded]
         for decoded in decoded_all:
             verdict = self._judge(decoded, "http", None, peer, "client", path, None)
             if verdict is not FORWARD:
