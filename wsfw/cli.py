@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--route", default=None, help="route whose mode and framing apply (default: the first)")
     inspect.add_argument("--framing", default=None, choices=FRAMINGS, help="override the route's framing")
     inspect.add_argument("--path", default="/", help="request path, for framing selection (e.g. /socket.io/)")
+    inspect.add_argument("--subprotocol", default=None,
+                         help="negotiated WebSocket subprotocol, for framing selection (e.g. v12.stomp, wamp.2.json)")
+    inspect.add_argument("--escaped", action="store_true",
+                         help="lines carry backslash escapes (\\n, \\x00, \\x1e ...), so multi-line frames "
+                              "(STOMP) fit on one line; a line starting with 'b:' is a binary message")
     args = parser.parse_args(argv)
     if args.command == "inspect":
         return run_inspect(args)
@@ -42,6 +47,9 @@ def run_inspect(args) -> int:
     """``wsfw inspect``: what wsfw would decode from each message, and what it would decide."""
     import attrs
 
+    import codecs
+
+    from wsfw import decoders
     from wsfw.inspection.audit import Audit, escape
     from wsfw.inspection.pipeline import build_pipelines
 
@@ -61,10 +69,17 @@ def run_inspect(args) -> int:
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     out = sys.stdout.write
     blocked = number = 0
+    state = decoders.ConnectionState()  # the lines are one connection's messages, in order
     with source:
         for number, line in enumerate(source, 1):
             payload = line.rstrip(b"\r\n")
-            decoded, findings = pipeline.explain(payload, path=args.path)
+            is_binary = False
+            if args.escaped:
+                if payload.startswith(b"b:"):
+                    payload, is_binary = payload[2:], True
+                payload = codecs.escape_decode(payload)[0]
+            decoded, findings = pipeline.explain(payload, is_binary, path=args.path, subprotocol=args.subprotocol,
+                                                 state=state)
             out(f"message {number}: framing={decoded.format} event={decoded.event!r}"
                 f"{' error=' + decoded.error if decoded.error else ''}"
                 f"{' truncated=' + decoded.truncated if decoded.truncated else ''}\n")

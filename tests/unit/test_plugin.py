@@ -79,3 +79,26 @@ def test_wsfw_inspect_cli(tmp_path, capsys):
     assert "verdict: FORWARD" in first
     assert "verdict: BLOCK (xss" in second and "param=socketio.args[0]" in second
     assert "2 message(s), 1 would be blocked" in out
+
+
+def test_wsfw_inspect_escaped_frames_by_subprotocol(tmp_path, capsys):
+    """`--escaped` puts multi-line and binary frames on one line; `--subprotocol` selects the decoder;
+    the lines share one connection's state (a SignalR MessagePack handshake, then binary records)."""
+    import msgpack
+
+    stomp = tmp_path / "stomp.txt"
+    stomp.write_text("SEND\\ndestination:/queue/chat\\n\\nhi there\\x00\n"
+                     "SEND\\ndestination:/queue/chat\\n\\n1' OR '1'='1\\x00\n")
+    assert cli.main(["inspect", "--escaped", "--subprotocol", "v12.stomp", str(stomp)]) == 0
+    out = capsys.readouterr().out
+    first, second = out.split("message 2:")
+    assert "framing=stomp event='/queue/chat'" in first and "verdict: FORWARD" in first
+    assert "param=stomp.body" in second and "verdict: BLOCK (sqli" in second
+
+    record = msgpack.packb([1, {}, "1", "Send", ["<svg onload=alert(1)>"]])
+    escaped = "".join(f"\\x{b:02x}" for b in bytes([len(record)]) + record)
+    signalr = tmp_path / "signalr.txt"
+    signalr.write_text('{"protocol":"messagepack","version":1}\\x1e\n' f"b:{escaped}\n")
+    assert cli.main(["inspect", "--escaped", "--framing", "signalr", str(signalr)]) == 0
+    out = capsys.readouterr().out.split("message 2:")[1]
+    assert "signalr.target = 'Send'" in out and "param=signalr.arguments[0]" in out and "verdict: BLOCK" in out

@@ -173,10 +173,15 @@ class Pipeline:
                 return verdict
         return FORWARD
 
-    def explain(self, payload: bytes, is_binary: bool = False, path: str = "/", query: str = ""):
-        """Decode one message and run every inspector without auditing: for ``wsfw inspect``."""
-        framing = decoders.select(self.framing, path, query, None)
-        decoded = decoders.decode_message(payload, is_binary, framing, self.limits, decoders.ConnectionState())
+    def explain(self, payload: bytes, is_binary: bool = False, path: str = "/", query: str = "",
+                subprotocol: str | None = None, state=None):
+        """Decode one message and run every inspector without auditing: for ``wsfw inspect``.
+
+        Pass the same ``state`` for consecutive messages of one connection (split
+        frames, a SignalR handshake followed by MessagePack records)."""
+        framing = decoders.select(self.framing, path, query, subprotocol)
+        state = state if state is not None else decoders.ConnectionState()
+        decoded = decoders.decode_message(payload, is_binary, framing, self.limits, state)
         findings = [f for f in (i.inspect(None, decoded) for i in self.inspectors) if f is not None]
         return decoded, findings
 
