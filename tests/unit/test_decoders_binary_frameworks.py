@@ -220,9 +220,11 @@ def test_malformed_binary_gives_an_error_and_raw(name, payload):
     ("bson", b"\xff\xff\xff\x7f\x03a\x00"),  # length prefix of 2 GiB
 ])
 def test_length_bombs_fail_fast(name, payload):
-    started = time.perf_counter()
+    started = time.process_time()
     d = dec(name, payload)
-    assert time.perf_counter() - started < 0.5
+    # A liveness guard (CPU time, so machine load cannot fail it): materialising the claimed
+    # length would take many seconds and gigabytes; refusing it takes microseconds.
+    assert time.process_time() - started < 5.0
     assert d.error and has_raw(d, payload)
 
 
@@ -236,9 +238,10 @@ def test_length_bombs_fail_fast(name, payload):
     ("cbor", b"\xc6" * 500_000 + b"\x00"),  # a chain of tags
 ])
 def test_structure_bombs_stay_within_limits(name, payload):
-    started = time.perf_counter()
+    started = time.process_time()
     d = dec(name, payload)
-    assert time.perf_counter() - started < 0.5
+    # A liveness guard in CPU time (see above), not a speed benchmark.
+    assert time.process_time() - started < 5.0
     assert d.truncated is not None or d.error is not None
 
 

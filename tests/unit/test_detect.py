@@ -125,18 +125,22 @@ def test_regex_only_without_libinjection(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["re"] + (["hyperscan"] if HAVE_HYPERSCAN else []))
 def test_adversarial_inputs_fast(backend):
-    """Pathological 50 KiB inputs finish quickly (no catastrophic backtracking)."""
+    """Pathological 50 KiB inputs finish (no catastrophic backtracking).
+
+    Backtracking blow-up on 50 KiB takes minutes to hours; a linear scan takes
+    well under a second. The bound is on this process's CPU time, ten times the
+    slow backend's worst input, so a loaded machine cannot make it flaky: it
+    only separates linear from catastrophic, it does not measure speed.
+    """
     eng = Engine(paranoia=3, backend=backend)
     inputs = [c * 50000 for c in "a'<%.\\/ ({$-*;&|0"] + [
         "<a " * 17000, "../" * 17000, "'or " * 12000, "{{" * 25000, "${" * 25000,
         "%25" * 17000, "&#x41;" * 8000, "/*" * 25000, "a=b;" * 12000, "(|(" * 16000,
     ]
-    t0 = time.monotonic()
     for s in inputs:
-        t1 = time.monotonic()
+        t1 = time.process_time()
         eng.scan([("t", s)])
-        assert time.monotonic() - t1 < 2.0, s[:20]
-    assert time.monotonic() - t0 < 20  # generous: ~30 inputs on the slow backend
+        assert time.process_time() - t1 < 10.0, s[:20]
 
 
 def test_never_raises_on_junk(engine):

@@ -19,6 +19,7 @@ many params or decoded variants it matched in.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Iterable
 
 import attrs
@@ -214,6 +215,16 @@ class Engine:
         ``(rule_id, class, severity, excerpt)``; ``()`` for a clean value."""
         if len(value) > transforms.MAX_SCAN_CHARS:
             value = value[:transforms.MAX_SCAN_CHARS]
+        data = value.encode("utf-8", "surrogatepass")
+        first = self._backend.match(data)
+        # The common case, most messages: no signature, gate or hint fired and
+        # no Unicode folding can change the value, so there is no variant to scan.
+        if not first and (value.isascii() or unicodedata.is_normalized("NFKC", value)):
+            return ()
+        return self._scan_variants(value, first)
+
+    def _scan_variants(self, value: str, first: set[int]) -> tuple:
+        """The full pass: act on the first scan's hits, then scan the decoded variants."""
         rules = self._rules
         nrules = self._nrules
         active = self._active
@@ -226,7 +237,7 @@ class Engine:
         while i < len(vs):
             v = vs[i]
             data = v.encode("utf-8", "surrogatepass")
-            for idx in self._backend.match(data):
+            for idx in (first if i == 0 else self._backend.match(data)):
                 if idx >= nrules:
                     if idx == self._gate_sqli:
                         sqli_vs.append(v)
