@@ -97,6 +97,11 @@ def _utf8(payload):
 
 
 def _text_params(text, limits, error=None, fmt="text"):
+    if (len(text) <= limits.max_expanded_bytes and limits.max_params > 0
+            and (limits.max_depth <= 0 or len(text) <= 2 or not may_nest(text))):
+        # Most text messages: one param, no nested encoding, no bound near (the
+        # ``raw`` copy would equal it, so it is left out, as Ctx.result does).
+        return Decoded(fmt, None, (("text", text),), None, error)
     ctx = Ctx(limits)
     try:
         ctx.add("text", text)
