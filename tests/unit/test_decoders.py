@@ -353,3 +353,16 @@ def test_negotiated_subprotocol_wins_over_route_framing(subprotocol, expected):
     assert select("json", "/ws", "", subprotocol) == expected
     assert select("json", "/ws", "", "chat.v1") == "json"
     assert select("auto", "/ws", "", "chat.v1") == "auto"
+
+
+def test_non_utf8_socketio_attachment_is_opaque():
+    """A binary attachment that is not text is "binary" (size caps only), in its event's context;
+    the next attachment of the same packet is still decoded as text."""
+    state = ConnectionState()
+    head = decode_message(b'452-["upload",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]', False,
+                          "socketio", LIMITS, state)
+    assert head.event == "upload"
+    png = decode_message(b"\x89PNG\r\n\x1a\n\x00\r\xff", True, "socketio", LIMITS, state)
+    assert (png.format, png.event) == ("binary", "upload")
+    text = decode_message("<svg onload=alert(1)>".encode(), True, "socketio", LIMITS, state)
+    assert ("socketio.args[1]<binary>", "<svg onload=alert(1)>") in text.params

@@ -57,12 +57,25 @@ def bytes_text(payload):
 
 
 def decode_binary(payload, limits, state):
-    """A binary Engine.IO message: a Socket.IO attachment when one is pending, else raw."""
-    text = bytes_text(payload)
+    """A binary Engine.IO message: a Socket.IO attachment when one is pending, else raw.
+
+    An attachment that is not UTF-8 (an image, compressed or encrypted data) is
+    opaque ("binary"), like a binary message no decoder recognises: read as
+    Latin-1 its bytes match text signatures by chance (a lone CR is a header
+    injection), so it is bounded by the size caps instead of scanned.
+    """
+    try:
+        text = payload.decode("utf-8")
+        opaque = False
+    except UnicodeDecodeError:
+        text = payload.decode("latin-1")
+        opaque = True
     att = state.take_attachment() if state is not None else None
     if att is None:
         return Decoded("raw", None, (("raw", text),))
     event, path = att
+    if opaque:
+        return Decoded("binary", event, (("raw", text),))
     ctx = Ctx(limits)
     try:
         walk(ctx, text, path + "<binary>", 1)

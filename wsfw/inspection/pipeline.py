@@ -159,7 +159,10 @@ class Pipeline:
         if session is not None and session.framing == "socketio":
             if is_binary:
                 return FORWARD
-            decoded_all = decoders.decode_polling(body, content_type, self.limits, session.state)
+            # Opaque binary attachments ("binary": not UTF-8) are size-capped, not scanned,
+            # exactly as over WebSocket.
+            decoded_all = [d for d in decoders.decode_polling(body, content_type, self.limits, session.state)
+                           if d.format != "binary"]
         else:
             framing = session.framing if session is not None else decoders.select(self.framing, path, query, None)
             state = session.state if session is not None else None
