@@ -366,3 +366,17 @@ def test_non_utf8_socketio_attachment_is_opaque():
     assert (png.format, png.event) == ("binary", "upload")
     text = decode_message("<svg onload=alert(1)>".encode(), True, "socketio", LIMITS, state)
     assert ("socketio.args[1]<binary>", "<svg onload=alert(1)>") in text.params
+
+
+def test_auto_connection_settles_on_its_first_message():
+    """Frameworks announce themselves in their first message; a connection whose first message
+    no framework claims is sniffed as Socket.IO / JSON / text from then on."""
+    stomp = b"SEND\ndestination:/queue/a\n\n<b>x</b>\x00"
+    claimed = ConnectionState()
+    assert decode_message(b"CONNECT\naccept-version:1.2\n\n\x00", False, "auto", LIMITS, claimed).format == "stomp"
+    assert decode_message(stomp, False, "auto", LIMITS, claimed).event == "/queue/a"
+    generic = ConnectionState()
+    assert decode_message(b'{"type":"chat","text":"hi"}', False, "auto", LIMITS, generic).format == "json"
+    later = decode_message(stomp, False, "auto", LIMITS, generic)
+    assert later.format == "text" and ("text", stomp.decode()) in later.params  # still inspected, as text
+    assert decode_message(b'42["chat message","x"]', False, "auto", LIMITS, generic).format == "socketio"

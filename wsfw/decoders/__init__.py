@@ -270,24 +270,38 @@ def _claim(state, decoder):
         state.framing = decoder.name
 
 
+#: ConnectionState.framing of an "auto" connection whose first message no framework
+#: claimed: frameworks announce themselves at once (a handshake, CONNECT, connection_init,
+#: subscribe, join, HELLO), so its later messages skip the framework sniffers.
+GENERIC = ""
+
+
 def _sniff(payload, is_binary, limits, state):
-    if state is not None and state.framing is not None:
-        return _REGISTRY[state.framing].decode(payload, is_binary, limits, state)
+    frameworks = True
+    if state is not None:
+        if state.framing == GENERIC:
+            frameworks = False
+        elif state.framing is not None:
+            return _REGISTRY[state.framing].decode(payload, is_binary, limits, state)
+        else:
+            state.framing = GENERIC  # unless a framework claims this message, below
     if is_binary:
-        for decoder in _BINARY_SNIFFERS:
-            if decoder.sniff_binary(payload):
-                _claim(state, decoder)
-                return decoder.decode(payload, True, limits, state)
+        if frameworks:
+            for decoder in _BINARY_SNIFFERS:
+                if decoder.sniff_binary(payload):
+                    _claim(state, decoder)
+                    return decoder.decode(payload, True, limits, state)
         return _raw(payload, True)
     text, error = _utf8(payload)
     if _SOCKETIO_SNIFF.match(text):
         decoded = _SIO.decode(payload, is_binary, limits, None)
         if decoded.error is None:
             return decoded
-    for decoder in _TEXT_SNIFFERS:
-        if decoder.sniff_text(text):
-            _claim(state, decoder)
-            return decoder.decode(payload, False, limits, state)
+    if frameworks:
+        for decoder in _TEXT_SNIFFERS:
+            if decoder.sniff_text(text):
+                _claim(state, decoder)
+                return decoder.decode(payload, False, limits, state)
     c = text[:1]
     if c in " \t\r\n":
         c = text.lstrip(" \t\r\n")[:1]
@@ -297,10 +311,11 @@ def _sniff(payload, is_binary, limits, state):
         except ValueError:
             pass
         else:
-            for decoder in _JSON_SNIFFERS:
-                if decoder.sniff_json(obj):
-                    _claim(state, decoder)
-                    return decoder.decode_json(text, obj, limits, state, error)
+            if frameworks:
+                for decoder in _JSON_SNIFFERS:
+                    if decoder.sniff_json(obj):
+                        _claim(state, decoder)
+                        return decoder.decode_json(text, obj, limits, state, error)
             return _json_params(text, obj, limits, error)
     return _text_params(text, limits, error)
 

@@ -202,6 +202,20 @@ def is_plain_key(k):
     return k.isascii() and k.isidentifier() and k[0] != "_" and k not in _UNPLAIN
 
 
+#: key -> ".key" for plain keys, "" for the others: keys repeat from message to message.
+_PLAIN_SUFFIX: dict[str, str] = {}
+_PLAIN_SUFFIX_MAX = 4096
+
+
+def _plain_suffix(k):
+    suffix = "." + k if is_plain_key(k) else ""
+    if len(k) <= 64:
+        if len(_PLAIN_SUFFIX) >= _PLAIN_SUFFIX_MAX:
+            _PLAIN_SUFFIX.clear()
+        _PLAIN_SUFFIX[k] = suffix
+    return suffix
+
+
 def key_path(path, k):
     """Path of member ``k`` of the object at ``path``."""
     if len(k) > _MAX_KEY_IN_PATH:
@@ -283,8 +297,11 @@ def walk(ctx, v, path, depth):
                 return
         depth += 1
         for k, x in v.items():
-            if is_plain_key(k):
-                p = path + "." + k
+            suffix = _PLAIN_SUFFIX.get(k)
+            if suffix is None:
+                suffix = _plain_suffix(k)
+            if suffix:
+                p = path + suffix
             else:
                 p = key_path(path, k)
                 ctx.add(p + "<key>", k)
