@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO_LISTEN ?= tcp:8081:interface=127.0.0.1
 CONFIG ?= etc/wsfw.ini
 
-.PHONY: run test check-config bench clean
+.PHONY: run test check-config bench clean browser deb deb-deps test-deb screenshot
 
 # The venv is rebuilt when the pins change. `editable_mode=compat` keeps
 # twisted/plugins on sys.path, so `twistd wsfw` finds the plugin (the default
@@ -24,8 +24,52 @@ run: $(BIN)/.installed
 	echo "wsfw: open http://127.0.0.1:8080/ (demo upstream pid $$demo)"; \
 	$(BIN)/twistd --nodaemon --pidfile= wsfw --config $(CONFIG)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed browser
 	$(BIN)/python -m pytest -q tests
+
+# The dashboard's browser test drives Debian's chromium through chromedriver
+# (nothing is downloaded). As root on Debian (CI, a fresh VM) they are
+# installed here; anywhere else the test is skipped and says why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "make: installing chromium and chromium-driver (apt) for the dashboard's browser test"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; } || \
+		echo "make: WARNING: installing chromium failed: the browser test will be skipped"; \
+	else \
+		echo "make: note: no /usr/bin/chromium; the dashboard's browser test will be skipped" \
+		     "(as root: apt-get install chromium chromium-driver)"; \
+	fi
+
+# Debian package (dh-virtualenv), built from a copy of the work tree into dist/.
+DEB_BUILD ?= build/deb
+DEB_DEPS := dh-virtualenv debhelper devscripts lintian build-essential python3-dev python3-venv curl
+
+deb-deps:
+	@missing=$$(for p in $(DEB_DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || \
+			{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; }; \
+		else echo "make: missing build dependencies: $$missing (apt-get install them as root)"; exit 1; fi; \
+	fi
+
+deb: deb-deps
+	rm -rf $(DEB_BUILD) && mkdir -p $(DEB_BUILD)/wsfw dist
+	git ls-files -co --exclude-standard | while read -r f; do [ -e "$$f" ] && echo "$$f"; done \
+		| tar -cf - -T - | tar -C $(DEB_BUILD)/wsfw -xf -
+	cd $(DEB_BUILD)/wsfw && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+	cp $(DEB_BUILD)/*.deb dist/
+	@ls -l dist/*.deb
+
+# Build, install, run the installed daemon, upgrade, purge (packaging/test-deb.sh). Root; minutes.
+test-deb: deb-deps
+	packaging/test-deb.sh
+
+# docs/dashboard.png for the README: the dashboard with 90 s of generated traffic.
+screenshot: $(BIN)/.installed browser
+	$(BIN)/python packaging/screenshot.py --seconds 90 --out docs/dashboard.png
 
 check-config: $(BIN)/.installed
 	$(BIN)/wsfw check-config $(CONFIG)
@@ -35,4 +79,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/relay_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) build dist *.egg-info twisted/plugins/dropin.cache

@@ -35,10 +35,13 @@ def write_config(text: str) -> str:
 
 
 def config_text(upstream: str, *, listen: str = "tcp:0:interface=127.0.0.1", extra: str = "",
-                route_extra: str = "", log: str = "connections = yes") -> str:
+                route_extra: str = "", log: str = "connections = yes",
+                admin: str = "endpoint = tcp:0:interface=127.0.0.1") -> str:
+    """A one-route config; the admin listener takes a fresh port too (never the default 9180,
+    which a developer's ``make run`` may hold)."""
     return (f"[listen:public]\nendpoint = {listen}\n"
             f"[route:app]\npath = /\nupstream = {upstream}\n{route_extra}\n"
-            f"[log]\n{log}\n{extra}\n")
+            f"[log]\n{log}\n[admin]\n{admin}\n{extra}\n")
 
 
 # -- the upstream app ----------------------------------------------------------
@@ -218,7 +221,12 @@ class Wsfw:
         self.service.startService()
         ports = yield self.service.ready
         self.port = ports[0].getHost().port
+        admin = self.service.admin
+        self.admin_port = admin.port.getHost().port if admin is not None and admin.port is not None else None
         return self
+
+    def admin_url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
 
     @defer.inlineCallbacks
     def drained(self, within: float = 3.0):
@@ -369,3 +377,186 @@ def raw(port: int, payload: bytes = b"", close_after: bool = False):
 
 
 __all__ = ["Factory"]
+
+
+# -- wsfw and the demo app as real processes (plain pytest, no reactor) --------
+
+
+class Process:
+    """A child process whose combined output is collected by a thread, so tests can wait for log lines.
+
+    Used where the test itself must block (a browser driver, signals to a
+    real ``twistd``), which it cannot do on the reactor that runs wsfw.
+    """
+
+    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None):
+        import subprocess
+        import threading
+
+        self.argv = argv
+        self.output = ""
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            with self._lock:
+                self.output += raw.decode("utf-8", "replace")
+
+    def wait_for(self, pattern: str, timeout: float = 30.0):
+        """The first match of regex ``pattern`` in the output; fails with the output so far."""
+        import re
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                match = re.search(pattern, self.output)
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                raise AssertionError(f"{self.argv[0]} exited ({self.proc.returncode}) before {pattern!r}:\n{self.output}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.output}")
+
+    def signal(self, signum) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self) -> None:
+        import signal as _signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(_signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(2)
+
+
+def venv_tool(name: str) -> str:
+    import sys
+
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def start_demo() -> tuple[Process, int]:
+    """The bundled demo app (chat + echo) on a fresh loopback port."""
+    import sys
+
+    demo = Process([sys.executable, "-m", "wsfw.demo", "--listen", "tcp:0:interface=127.0.0.1"])
+    try:
+        port = int(demo.wait_for(r"demo upstream listening on .*port=(\d+)").group(1))
+    except BaseException:
+        demo.stop()
+        raise
+    return demo, port
+
+
+def start_twistd(config_path: str, env: dict | None = None) -> tuple[Process, dict[str, int]]:
+    """``twistd -n wsfw --config PATH``; returns it and the bound ports by section (``listen:public``, ``admin``)."""
+    import re
+
+    daemon = Process([venv_tool("twistd"), "-n", "--pidfile=", "wsfw", "--config", config_path], env=env)
+    try:
+        daemon.wait_for(r"wsfw starting with", timeout=60)
+    except BaseException:
+        daemon.stop()
+        raise
+    ports = {m.group(1): int(m.group(2))
+             for m in re.finditer(r"listening \[([^\]]+)\] on [^ ]*:(\d+) ", daemon.output)}
+    return daemon, ports
+
+
+# -- framework peers behind a real `twistd wsfw` (plain pytest, no reactor) -----
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_server(argv: list[str], timeout: float = 30.0) -> tuple[Process, int]:
+    """A server process run from the repository root that prints ``... listening on http://HOST:PORT/``
+    once bound (port 0 in, the real port out: no free-port race)."""
+    proc = Process(argv, cwd=ROOT)
+    try:
+        port = int(proc.wait_for(r"listening on http://[^\s/]+:(\d+)/", timeout).group(1))
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, port
+
+
+def start_wsfw_in_front(folder, upstream_port: int, *, route_extra: str = "", extra: str = "",
+                        config: str | None = None) -> tuple[Process, int, "AuditTrail"]:
+    """``twistd wsfw`` on a fresh loopback port in front of ``upstream_port``, auditing to ``folder``.
+
+    ``config``: a whole config text to use instead (its ``[listen:public]`` must use port 0).
+    Returns the daemon, its public port and its audit trail.
+    """
+    audit = AuditTrail(os.path.join(str(folder), "audit.json"))
+    if config is None:
+        config = config_text(f"ws://127.0.0.1:{upstream_port}", route_extra=route_extra,
+                             log=f"connections = yes\naudit_file = {audit.path}",
+                             extra="[timeouts]\nshutdown_drain = 1\n" + extra)
+    path = os.path.join(str(folder), "wsfw.ini")
+    with open(path, "w") as f:
+        f.write(config)
+    daemon, ports = start_twistd(path)
+    if "listen:public" not in ports:
+        daemon.stop()
+        raise AssertionError(f"no public listener in the log:\n{daemon.output}")
+    return daemon, ports["listen:public"], audit
+
+
+class AuditTrail:
+    """The JSON-lines audit file of a running daemon; ``mark()`` then ``since_mark()`` for one test's entries."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._offset = 0
+
+    def _read(self, offset: int) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        complete = data.decode("utf-8").split("\n")[:-1]  # a line still being written is left for later
+        return [json.loads(line) for line in complete if line.strip()]
+
+    def mark(self) -> None:
+        self._offset = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+
+    def since_mark(self) -> list[dict]:
+        return self._read(self._offset)
+
+    def wait_since_mark(self, predicate, timeout: float = 5.0) -> list[dict]:
+        """The entries since ``mark()`` once one satisfies ``predicate``; fails with what was there."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = self.since_mark()
+            if any(predicate(e) for e in entries):
+                return entries
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching audit entry within {timeout}s: {entries}")
+            time.sleep(0.05)
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -19,6 +19,12 @@ FRAMINGS = ("auto", "text", "json", "socketio", "raw", "signalr", "signalr-msgpa
             "wamp-cbor", "graphqlws", "jsonrpc", "actioncable", "phoenix", "mqtt", "msgpack", "cbor", "bson")
 COMPRESSION = ("off", "client", "upstream", "both")
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+LOG_FORMATS = ("json", "text")
+SYSLOG_FACILITIES = ("daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+                     "local7")
+#: Where the admin listener goes unless configured otherwise: loopback only,
+#: so metrics, events and the dashboard are never public by accident.
+DEFAULT_ADMIN_ENDPOINT = "tcp:9180:interface=127.0.0.1"
 
 
 @attrs.frozen
@@ -174,12 +180,41 @@ class Inspection:
 
 @attrs.frozen
 class LogConfig:
-    """``[log]``: what wsfw itself says, and where its JSON event stream goes."""
+    """``[log]``: what wsfw itself says, and where it writes it.
+
+    stdout always carries wsfw's events (twistd writes them there, and
+    journald picks them up under systemd). ``file`` and ``audit_file`` are
+    files wsfw writes itself, in ``format``; ``json_file`` keeps its RFC 7464
+    JSON text sequences whatever ``format`` says. Every file wsfw writes is
+    reopened on SIGUSR1, so logrotate can rename it and signal.
+    """
 
     level: str = "info"
     connections: bool = True
+    format: str = "json"
+    file: str | None = None
     json_file: str | None = None
     audit_file: str | None = None
+    syslog: bool = False
+    syslog_facility: str = "daemon"
+
+
+@attrs.frozen
+class Admin:
+    """``[admin]``: the read-only admin listener (health, readiness, metrics, events, dashboard).
+
+    ``endpoint`` is None when the listener is off. It is loopback-only unless
+    ``allow_remote``, because what it shows (attack excerpts, client addresses)
+    is for the operators, not for the clients wsfw screens.
+    """
+
+    endpoint: str | None = DEFAULT_ADMIN_ENDPOINT
+    events: int = 500
+    allow_remote: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint is not None
 
 
 @attrs.frozen
@@ -194,6 +229,7 @@ class Config:
     timeouts: Timeouts = Timeouts()
     log: LogConfig = LogConfig()
     inspection: Inspection = Inspection()
+    admin: Admin = Admin()
 
     def mode_for(self, route: Route) -> str:
         return route.mode or self.settings.mode

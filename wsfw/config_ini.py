@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import difflib
 import ipaddress
+import os
 import re
 from typing import Callable
 from urllib.parse import urlsplit
@@ -21,9 +22,13 @@ from twisted.internet.testing import MemoryReactor
 from wsfw import endpoints
 from wsfw.config import (
     COMPRESSION,
+    DEFAULT_ADMIN_ENDPOINT,
     FRAMINGS,
+    LOG_FORMATS,
     LOG_LEVELS,
     MODES,
+    SYSLOG_FACILITIES,
+    Admin,
     Config,
     Inspection,
     Limits,
@@ -44,6 +49,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.I)
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _BOOLEANS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_OFF = ("off", "no", "none", "false", "0")
+#: Bounds of ``[admin] events``: each remembered event is a few hundred bytes.
+ADMIN_EVENTS_MAX = 10_000
 
 #: Keys each section accepts. The named constructors below read exactly these.
 SECTION_KEYS = {
@@ -55,7 +63,8 @@ SECTION_KEYS = {
                "max_connections", "compression"),
     "timeouts": ("connect", "open_handshake", "close_handshake", "idle", "auto_ping_interval",
                  "auto_ping_timeout", "request_head", "upstream_response", "shutdown_drain"),
-    "log": ("level", "connections", "json_file", "audit_file"),
+    "log": ("level", "connections", "format", "file", "json_file", "audit_file", "syslog", "syslog_facility"),
+    "admin": ("endpoint", "events", "allow_remote"),
     "inspection": ("inspectors", "on_decode_error", "on_decode_limit", "max_decode_depth", "max_params",
                    "max_expanded_bytes"),
 }
@@ -170,8 +179,8 @@ class _Loader:
                 (listeners if kind == "listen" else routes).append(
                     self.listener(section, label) if kind == "listen" else self.route(section, label))
             elif name not in SECTION_KEYS or name in ("listen", "route"):
-                near = difflib.get_close_matches(name, ["wsfw", "limits", "timeouts", "log", "inspection", "listen:NAME",
-                                                        "route:NAME", "inspector:NAME"], n=1)
+                near = difflib.get_close_matches(name, ["wsfw", "limits", "timeouts", "log", "inspection", "admin",
+                                                        "listen:NAME", "route:NAME", "inspector:NAME"], n=1)
                 hint = f" (did you mean [{near[0]}]?)" if near else ""
                 self.problems.append(Problem(self.path, name, None, f"unknown section{hint}"))
         if not listeners:
@@ -183,10 +192,11 @@ class _Loader:
         timeouts = self.timeouts(_Section(self, "timeouts", "timeouts"))
         log = self.log(_Section(self, "log", "log"))
         inspection = self.inspection(_Section(self, "inspection", "inspection"), inspector_sections)
+        admin = self.admin(_Section(self, "admin", "admin"), [x for x in listeners if x is not None])
         self.check_routes_unique([r for r in routes if r is not None])
         self.fail_if_problems()
         return Config(path=self.path, listeners=tuple(listeners), routes=tuple(routes), settings=settings,
-                      limits=limits, timeouts=timeouts, log=log, inspection=inspection)
+                      limits=limits, timeouts=timeouts, log=log, inspection=inspection, admin=admin)
 
     # -- sections ---------------------------------------------------------
 
@@ -308,8 +318,59 @@ class _Loader:
         return t
 
     def log(self, s: _Section) -> LogConfig:
-        return LogConfig(level=s.choice("level", "info", LOG_LEVELS), connections=s.bool("connections", True),
-                         json_file=s.str("json_file"), audit_file=s.str("audit_file"))
+        config = LogConfig(level=s.choice("level", "info", LOG_LEVELS), connections=s.bool("connections", True),
+                           format=s.choice("format", "json", LOG_FORMATS), file=s.str("file"),
+                           json_file=s.str("json_file"), audit_file=s.str("audit_file"),
+                           syslog=s.bool("syslog", False),
+                           syslog_facility=s.choice("syslog_facility", "daemon", SYSLOG_FACILITIES))
+        if config.file == "-":
+            s.problem("file", "stdout already carries wsfw's events (twistd --logfile=-): give a path, or leave it empty")
+        seen: dict[str, str] = {}
+        for key in ("file", "json_file", "audit_file"):
+            path = getattr(config, key)
+            if not path or path == "-":
+                continue
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                s.problem(key, f"directory {folder!r} does not exist")
+            elif os.path.isdir(path):
+                s.problem(key, f"{path!r} is a directory, not a file")
+            real = os.path.realpath(path)
+            if real in seen:
+                s.problem(key, f"same file as {seen[real]}: each stream needs its own file")
+            seen[real] = key
+        return config
+
+    def admin(self, s: _Section, listeners: list[Listener]) -> Admin:
+        """``[admin]``: on by default on loopback; never one of the public sockets."""
+        raw = s.items.get("endpoint")
+        if raw is None:
+            endpoint = DEFAULT_ADMIN_ENDPOINT
+        elif raw.strip() == "" or raw.strip().lower() in _OFF:
+            endpoint = None
+        else:
+            endpoint = raw.strip()
+        events = s.count("events", Admin().events)
+        if not 1 <= events <= ADMIN_EVENTS_MAX:
+            s.problem("events", f"must be between 1 and {ADMIN_EVENTS_MAX}")
+            events = Admin().events
+        allow_remote = s.bool("allow_remote", False)
+        if endpoint is not None:
+            if endpoint.split(":", 1)[0] != "systemd":
+                try:
+                    endpoints.server_endpoint(MemoryReactor(), endpoint)
+                except ValueError as e:
+                    s.problem("endpoint", str(e))
+            local = endpoints.is_loopback(endpoint)
+            if not allow_remote and local is not True:
+                why = "cannot tell where it listens" if local is None else "is not on a loopback interface"
+                s.problem("endpoint", f"{endpoint!r} {why}: the admin listener shows attack excerpts and client "
+                          "addresses; bind it to 127.0.0.1 (or ::1, or a unix: socket), or set allow_remote = yes")
+            for listener in listeners:
+                if endpoints.same_socket(endpoint, listener.endpoint):
+                    s.problem("endpoint", f"{endpoint!r} is the same socket as [listen:{listener.name}] "
+                              f"({listener.endpoint}): the admin listener is never a public one")
+        return Admin(endpoint=endpoint, events=events, allow_remote=allow_remote)
 
     def inspection(self, s: _Section, sections: dict[str, dict[str, str]]) -> Inspection:
         from wsfw.inspection.registry import factories

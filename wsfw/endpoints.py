@@ -172,3 +172,77 @@ def client_endpoint(reactor, upstream: Upstream, tls: UpstreamTLS, timeout: floa
     if not upstream.secure:
         return plain
     return endpoints.wrapClientTLS(tls_options or client_tls_options(upstream, tls), plain)
+
+
+_TCP_KINDS = {"tcp": "", "tcp6": "::", "ssl": ""}
+_WILDCARDS = {"", "0.0.0.0", "::", "*"}
+
+
+def _socket_identity(description: str):
+    """What an endpoint string binds, as ``(family, where)``, or None when unknowable.
+
+    ``tcp``, ``tcp6`` and ``ssl`` all bind a TCP port on an interface; ``unix``
+    a path; ``systemd:`` is whatever socket systemd passes in (its name or
+    index). Port 0 asks for a fresh port and can collide with nothing.
+    """
+    kind, args, kwargs = split_description(description)
+    if kind in _TCP_KINDS:
+        if not args:
+            return None
+        interface = kwargs.get("interface")
+        if interface is None and kind != "ssl" and len(args) > 1:
+            interface = args[1]  # tcp:PORT:INTERFACE, positionally
+        try:
+            port = int(args[0])
+        except ValueError:
+            return None
+        return "tcp", (port, (interface or _TCP_KINDS[kind]).strip("[]").lower())
+    if kind == "unix":
+        path = kwargs.get("address") or (args[0] if args else "")
+        return "unix", path
+    if kind == "systemd":
+        return "systemd", kwargs.get("name") or kwargs.get("index") or ""
+    return None
+
+
+def is_loopback(description: str) -> bool | None:
+    """Whether a listener only accepts connections from this machine.
+
+    True for a loopback interface (127.0.0.0/8, ::1, localhost) or a unix
+    socket; False for a wildcard or any other address; None when the string
+    alone cannot tell (``systemd:`` sockets).
+    """
+    import ipaddress
+
+    identity = _socket_identity(description)
+    if identity is None:
+        return None
+    family, where = identity
+    if family == "unix":
+        return True
+    if family != "tcp":
+        return None
+    interface = where[1]
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
+
+
+def same_socket(a: str, b: str) -> bool:
+    """Whether two endpoint strings would bind the same socket (or overlapping ones).
+
+    A wildcard interface overlaps every address on the same port; port 0
+    never collides.
+    """
+    first, second = _socket_identity(a), _socket_identity(b)
+    if first is None or second is None or first[0] != second[0]:
+        return False
+    if first[0] != "tcp":
+        return first[1] == second[1] and first[1] != ""
+    (port_a, if_a), (port_b, if_b) = first[1], second[1]
+    if port_a == 0 or port_b == 0 or port_a != port_b:
+        return False
+    return if_a == if_b or if_a in _WILDCARDS or if_b in _WILDCARDS

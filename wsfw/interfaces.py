@@ -74,3 +74,24 @@ class IInspectorFactory(Interface):
 
     def build(options):
         """Return an ``IInspector`` for checked options (may be expensive: it runs once, before listening)."""
+
+
+class IConnectionObserver(Interface):
+    """Told about each WebSocket connection's milestones, for metrics and the dashboard.
+
+    Called on cold paths only (once or twice per connection, never per
+    message): per-message counts are read from the live relays when someone
+    asks, so observing costs the relay nothing while it forwards.
+    """
+
+    def opened(relay):
+        """Both hops are open: the client's handshake succeeded."""
+
+    def upstream_connected(relay, seconds):
+        """The upstream answered 101, ``seconds`` after the client's handshake arrived."""
+
+    def upstream_failed(relay, reason):
+        """Dialling the upstream failed: ``timeout``, ``dns``, ``unreachable``, ``refused`` or ``handshake``."""
+
+    def finished(relay):
+        """The connection is gone (both hops closed, or it never opened); its counts are final."""

@@ -7,28 +7,33 @@ against a ``MemoryReactor``.
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
-from wsfw import endpoints, logs
+from wsfw import config_ini, endpoints, logs
 from wsfw.config import Config
+from wsfw.errors import ConfigError
 from wsfw.inspection.audit import Audit
 from wsfw.inspection.pipeline import build_pipelines
 from wsfw.http.proxy import ProxyResource
 from wsfw.http.site import Dispatch, PublicSite
 from wsfw.relay.frontend import FrontendFactory
-from wsfw.relay.tracker import ConnectionTracker
+from wsfw.relay.tracker import NO_OBSERVER, ConnectionTracker
 
 log = logs.logger("wsfw.service")
 
 
 class ListenerService(Service):
-    """Binds one ``[listen:NAME]`` endpoint; a bind failure stops startup with the reason."""
+    """Binds one ``[listen:NAME]`` (or the ``[admin]``) endpoint; a bind failure stops startup with the reason."""
 
-    def __init__(self, name: str, description: str, endpoint, factory):
-        self.setName(f"listen:{name}")
+    def __init__(self, name: str, description: str, endpoint, factory, section: str | None = None):
+        self.section = section or f"listen:{name}"
+        self.setName(self.section)
         self.label = name
         self.description = description
         self.endpoint = endpoint
@@ -50,13 +55,13 @@ class ListenerService(Service):
         d = self.endpoint.listen(self.factory)
         d.addCallbacks(self._bound, failure.append)
         if failure:  # most endpoints bind synchronously: make twistd exit with the reason
-            raise SystemExit(f"wsfw: [listen:{self.label}] cannot listen on {self.description}: "
+            raise SystemExit(f"wsfw: [{self.section}] cannot listen on {self.description}: "
                              f"{failure[0].getErrorMessage()}")
 
     def _bound(self, port):
         self.port = port
         address = port.getHost()
-        log.info("listening [listen:{name}] on {host}:{port} ({description})", name=self.label,
+        log.info("listening [{section}] on {host}:{port} ({description})", section=self.section, name=self.label,
                  host=getattr(address, "host", address), port=getattr(address, "port", ""),
                  description=self.description, event="listening")
         self.bound.callback(port)
@@ -70,25 +75,103 @@ class ListenerService(Service):
 
 
 class _LogService(Service):
-    """Applies ``[log]`` at start and closes the JSON file at stop."""
+    """Applies ``[log]`` at start (level, files, syslog) and closes what it opened at stop."""
 
     name = "log"
 
     def __init__(self, config: Config):
         self.config = config
-        self.json = None
+        self.tees: list = []
 
     def startService(self):
         super().startService()
-        logs.set_level(self.config.log.level)
-        if self.config.log.json_file:
-            self.json = logs.JSONFile(self.config.log.json_file, self.config.log.level)
-            self.json.open()
+        c = self.config.log
+        logs.set_level(c.level)
+        try:
+            if c.file:
+                self.tees.append(logs.tee_file(c.file, c.format, c.level))
+            if c.json_file:
+                self.tees.append(logs.tee_json_seq(c.json_file, c.level))
+        except OSError as e:
+            raise SystemExit(f"wsfw: [log] cannot open {e.filename}: {e.strerror}")
+        if c.syslog:
+            self.tees.append(logs.tee_syslog(c.syslog_facility, c.level))
+
+    def reopen(self) -> None:
+        for tee in self.tees:
+            tee.reopen()
 
     def stopService(self):
         super().stopService()
-        if self.json is not None:
-            self.json.close()
+        tees, self.tees = self.tees, []
+        for tee in tees:
+            tee.close()
+
+
+class SignalService(Service):
+    """SIGUSR1 reopens every file wsfw writes (logrotate); SIGHUP says reload is not supported yet.
+
+    Python runs signal handlers between bytecodes of the main thread, at any
+    point of the reactor's work, so the handlers only schedule the real work
+    with ``reactor.callFromThread``. twistd installs its own SIGUSR1 handler
+    (rotating ``--logfile``) when it writes to a file: that one still runs
+    after ours. Without a SIGHUP handler, SIGHUP's default action would kill
+    the daemon on ``systemctl reload`` (and systemd does not restart a
+    process that SIGHUP ended), so until reload exists wsfw stays up, checks
+    the file on disk and says whether a restart would accept it.
+    """
+
+    name = "signals"
+
+    def __init__(self, reactor, config: Config, reopenable: list):
+        self.reactor = reactor
+        self.config = config
+        self.reopenable = reopenable
+        self._previous: dict[int, object] = {}
+
+    def startService(self):
+        super().startService()
+        if threading.current_thread() is not threading.main_thread():
+            log.warn("not in the main thread: SIGUSR1 (reopen logs) and SIGHUP are not handled")
+            return
+        for signum, handler in ((signal.SIGUSR1, self._on_usr1), (signal.SIGHUP, self._on_hup)):
+            self._previous[signum] = signal.signal(signum, handler)
+
+    def stopService(self):
+        super().stopService()
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def _on_usr1(self, signum, frame):
+        self.reactor.callFromThread(self.reopen)
+        chained = self._previous.get(signum)
+        if callable(chained):
+            chained(signum, frame)
+
+    def _on_hup(self, signum, frame):
+        self.reactor.callFromThread(self.reload_requested)
+
+    def reopen(self) -> None:
+        failed = 0
+        for target in self.reopenable:
+            try:
+                target.reopen()
+            except OSError as e:
+                failed += 1
+                log.error("SIGUSR1: cannot reopen {path}: {why}", path=e.filename, why=e.strerror, event="reopen")
+        log.info("SIGUSR1: log files reopened{failed}", failed=f" ({failed} failed)" if failed else "",
+                 event="reopen")
+
+    def reload_requested(self) -> None:
+        path = self.config.path
+        try:
+            config_ini.load(path)
+            verdict = f"{path} is valid: restart wsfw to apply it"
+        except ConfigError as e:
+            verdict = f"{path} would not load ({len(e.problems)} problem(s), see wsfw check-config {path})"
+        log.warn("SIGHUP: configuration reload is not supported yet; still running with the configuration "
+                 "loaded at start. {verdict}", verdict=verdict, event="reload_unsupported")
 
 
 class _OnStop(Service):
@@ -111,44 +194,102 @@ class WsfwService(MultiService):
         self.config = config
         self.listeners: list[ListenerService] = []
         self.tracker: ConnectionTracker | None = None
+        self.admin: ListenerService | None = None
+        self.metrics = None
+        self.audit: Audit | None = None
 
     @property
     def ready(self) -> defer.Deferred:
+        """Fires with the public listeners' ports once all are bound."""
         return defer.gatherResults([listener.bound for listener in self.listeners])
+
+    def readiness(self) -> tuple[bool, dict]:
+        """``/readyz``: config loaded (it was, or there would be no service), every public
+        listener bound, and new connections accepted (not draining for shutdown)."""
+        bound = {listener.label: listener.port is not None for listener in self.listeners}
+        accepting = self.tracker is not None and self.tracker.accepting
+        ready = bool(self.running and accepting and bound and all(bound.values()))
+        return ready, {"config": self.config.path, "listeners": bound, "accepting": accepting}
 
     def startService(self):
         log.info("wsfw starting with {config}: {n} listener(s), {m} route(s)", config=self.config.path,
                  n=len(self.config.listeners), m=len(self.config.routes))
         super().startService()
 
+    def stopService(self):
+        """Stop in two stages: the public listeners and the connection drain first, then
+        the rest. Meanwhile the admin listener still answers, and ``/readyz`` says 503."""
+        Service.stopService(self)
+        children = list(self)
+        children.reverse()
+        first = [s for s in children if s in self.listeners or s is self.tracker]
+        rest = [s for s in children if s not in first]
+
+        def stop(services):
+            return defer.DeferredList([defer.maybeDeferred(s.stopService) for s in services])
+
+        return stop(first).addCallback(lambda _: stop(rest))
+
 
 def build(config: Config, reactor, hook=None) -> WsfwService:
     """The whole daemon as a service tree. Children stop in reverse order: listeners
-    first (no new connections), then open connections drain, then the logs close.
+    first (no new connections), then open connections drain while the admin
+    listener still answers (``/readyz`` says 503), then the logs close.
 
     ``hook`` replaces the configured inspection pipelines on every route (tests
     and embedders); by default each route gets its own pipeline.
     """
     top = WsfwService(config)
-    _LogService(config).setServiceParent(top)
-    audit = Audit(config.log.audit_file)
+    log_service = _LogService(config)
+    log_service.setServiceParent(top)
+    audit = top.audit = Audit(config.log.audit_file, config.log.format)
+    SignalService(reactor, config, [log_service, audit]).setServiceParent(top)
     _OnStop("audit", audit.close).setServiceParent(top)
     # With a hook given, no pipeline is built: building one compiles the detectors.
     pipelines = build_pipelines(config, audit) if hook is None else {}
     hooks = pipelines or {r.name: hook for r in config.routes}
     pool = HTTPConnectionPool(reactor, persistent=True)
     _OnStop("http-pool", pool.closeCachedConnections).setServiceParent(top)
-    tracker = ConnectionTracker(reactor, config.timeouts.shutdown_drain)
+    metrics = None
+    if config.admin.enabled:
+        metrics = top.metrics = _admin(top, config, reactor, audit)
+        hooks = {name: metrics.timed(name, h) for name, h in hooks.items()}
+    tracker = ConnectionTracker(reactor, config.timeouts.shutdown_drain, metrics or NO_OBSERVER)
     tracker.setServiceParent(top)
     top.tracker = tracker
+    if metrics is not None:
+        metrics.tracker = tracker
     websockets = {r.name: WebSocketResource(FrontendFactory(config, r, hooks[r.name], reactor, tracker))
                   for r in config.routes}
     proxies = {r.name: ProxyResource(config, r, reactor, pool, pipelines.get(r.name))
                for r in config.routes}
-    site = PublicSite(Dispatch(config, websockets, proxies), config, reactor)
+    site = PublicSite(Dispatch(config, websockets, proxies), config, reactor,
+                      metrics.http_response if metrics is not None else None)
     for listener in config.listeners:
         service = ListenerService(listener.name, listener.endpoint,
                                   endpoints.server_endpoint(reactor, listener.endpoint), site)
         service.setServiceParent(top)
         top.listeners.append(service)
     return top
+
+
+def _admin(top: WsfwService, config: Config, reactor, audit: Audit):
+    """Metrics, the dashboard's history and event ring, and the admin listener (before the
+    connection tracker, so it stops after the drain)."""
+    from wsfw.admin.site import build_site
+    from wsfw.admin.stats import EventRing, History
+    from wsfw.metrics import Metrics
+
+    metrics = Metrics(config)
+    events = EventRing(config.admin.events)
+    audit.publisher.addObserver(metrics.audit_event)
+    audit.publisher.addObserver(events)
+    history = History(metrics, reactor)
+    history.setServiceParent(top)
+    site = build_site(config=config, metrics=metrics, history=history, events=events, readiness=top.readiness,
+                      reactor=reactor)
+    admin = ListenerService("admin", config.admin.endpoint, endpoints.server_endpoint(reactor, config.admin.endpoint),
+                            site, section="admin")
+    admin.setServiceParent(top)
+    top.admin = admin
+    return metrics

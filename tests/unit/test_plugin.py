@@ -60,12 +60,23 @@ def test_twistd_check_flag(tmp_path):
 
 
 def test_build_has_named_children():
-    """build() assembles the logs, pool, tracker and one service per listener, on any reactor."""
+    """build() assembles the logs, signals, pool, admin (stats + listener), tracker and one service per
+    listener, on any reactor; the admin listener comes before the tracker, so it outlives the drain."""
     config = config_ini.load("x.ini", "[listen:a]\nendpoint = tcp:8080\n[listen:b]\nendpoint = tcp:8081\n"
                                       "[route:r]\nupstream = ws://127.0.0.1:1\n")
     service = build(config, MemoryReactor())
     names = [child.name for child in service]
-    assert names == ["log", "audit", "http-pool", "connections", "listen:a", "listen:b"]
+    assert names == ["log", "signals", "audit", "http-pool", "stats", "admin", "connections", "listen:a", "listen:b"]
+    assert service.metrics is not None and service.admin is service.getServiceNamed("admin")
+
+
+def test_build_without_admin():
+    """`[admin] endpoint = off`: no admin listener, no metrics, nothing observing the relays."""
+    config = config_ini.load("x.ini", "[listen:a]\nendpoint = tcp:8080\n[route:r]\nupstream = ws://127.0.0.1:1\n"
+                                      "[admin]\nendpoint = off\n")
+    service = build(config, MemoryReactor())
+    assert [child.name for child in service] == ["log", "signals", "audit", "http-pool", "connections", "listen:a"]
+    assert service.metrics is None and service.admin is None
 
 
 def test_wsfw_inspect_cli(tmp_path, capsys):

@@ -45,6 +45,7 @@ class Channel(http.HTTPChannel):
         log.info("request head not received within {t}s from {peer}: closing", t=self.site.head_timeout,
                  peer=getattr(peer, "host", str(peer)), event="head_timeout")
         self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        self.site.on_response(408)
         self.transport.loseConnection()
 
     def allHeadersReceived(self):
@@ -94,6 +95,7 @@ class CappedRequest(server.Request):
         transport.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\nContent-Length: 29\r\n"
                         b"Connection: close\r\n\r\nrequest body exceeds the cap\n")
         transport.loseConnection()
+        self.channel.site.on_response(413)
 
     def process(self):
         if not self._rejected:
@@ -142,8 +144,14 @@ class PublicSite(server.Site):
     requestFactory = CappedRequest
     noisy = False
 
-    def __init__(self, root, config: Config, reactor):
+    def __init__(self, root, config: Config, reactor, on_response=None):
         super().__init__(root, reactor=reactor)
         self.head_timeout = config.timeouts.request_head
         self.max_body = config.limits.max_http_body_bytes
         self.reactor = reactor
+        self.on_response = on_response or (lambda code: None)
+
+    def log(self, request):
+        """Every HTTP response that went through a ``Request`` (proxied, or wsfw's own) ends here:
+        count it by status. There is no access log: the upstream app keeps its own."""
+        self.on_response(request.code)

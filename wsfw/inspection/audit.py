@@ -2,16 +2,16 @@
 
 It has its own twisted.logger publisher, separate from the operational log,
 so a security officer's file holds decisions only and survives log-level
-changes. Each decision is also summarised in the operational log.
+changes. Each decision is also summarised in the operational log. Other parts
+of wsfw (metrics, the admin listener's event ring) subscribe to
+``Audit.publisher``, so every decision is counted from this one stream.
 """
 
 from __future__ import annotations
 
-import sys
+from twisted.logger import Logger, LogPublisher, formatTime
 
-from twisted.logger import Logger, LogPublisher, jsonFileLogObserver
-
-from wsfw.logs import logger
+from wsfw.logs import ReopenableFile, file_observer, logger
 
 log = logger("wsfw.inspection")
 
@@ -24,16 +24,32 @@ def escape(text: str, limit: int = EXCERPT_MAX) -> str:
     return text.encode("unicode_escape").decode("ascii")[:limit * 2]
 
 
-class Audit:
-    """Writes decisions to ``[log] audit_file`` (a path, or ``-`` for stdout) when set."""
+_TEXT_FIELDS = ("conn", "peer", "route", "direction", "framing", "request_path", "param", "inspector", "rule_ids",
+                "classes", "score", "enforced", "reason", "excerpt", "error")
 
-    def __init__(self, path: str | None):
+
+def _text_value(value) -> str:
+    text = escape(",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value), 400)
+    return f'"{text.replace(chr(34), chr(92) + chr(34))}"' if (" " in text or '"' in text or not text) else text
+
+
+def text_line(event: dict) -> str:
+    """``[log] format = text``: one ``key=value`` line per decision, every value escaped (quoted if it has spaces)."""
+    fields = " ".join(f"{key}={_text_value(event[key])}" for key in _TEXT_FIELDS if event.get(key) is not None)
+    return f"{formatTime(event.get('log_time'))} audit {event.get('action', '-')} {event.get('kind', '-')} {fields}\n"
+
+
+class Audit:
+    """Writes decisions to ``[log] audit_file`` (a path, or ``-`` for stdout) when set,
+    as JSON lines or, with ``format = text``, as ``key=value`` text lines."""
+
+    def __init__(self, path: str | None, format: str = "json"):
         self.path = path
         self.publisher = LogPublisher()
         self._file = None
         if path:
-            self._file = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
-            self.publisher.addObserver(jsonFileLogObserver(self._file, recordSeparator=""))
+            self._file = ReopenableFile(path)
+            self.publisher.addObserver(file_observer(self._file, format, text_line))
         self.log = Logger(namespace="wsfw.audit", observer=self.publisher)
 
     def decision(self, *, kind: str, conn: str | None, peer: str, route: str, direction: str, framing: str,
@@ -54,7 +70,12 @@ class Audit:
         self.log.error("inspector {inspector} failed: {error}", kind="inspector_error", conn=conn, route=route,
                        inspector=inspector, error=error, action=action)
 
+    def reopen(self) -> None:
+        """SIGUSR1 (logrotate): write on into a fresh file at the same path."""
+        if self._file is not None:
+            self._file.reopen()
+
     def close(self) -> None:
-        if self._file is not None and self._file is not sys.stdout:
+        if self._file is not None:
             self._file.close()
         self._file = None

@@ -23,6 +23,7 @@ from wsfw.relay.backend import BackendFactory
 from wsfw.relay.hop import HopMixin
 from wsfw.relay.machine import Relay
 from wsfw.relay.options import server_options
+from wsfw.relay.tracker import NO_OBSERVER
 
 log = logger("wsfw.frontend")
 
@@ -62,6 +63,7 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
                            log_connections=factory.config.log.connections)
         self.relay.attach(CLIENT, self)
         if factory.tracker is not None and not factory.tracker.accepting:
+            self.relay._record(None, 503, "shutting down", "wsfw")
             raise ConnectionDeny(503, "shutting down")
         self._handshake = Deferred()
         self._dial = factory.dial(self, request, peer_ip, self._client_secure())
@@ -78,6 +80,7 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
     def upstream_open(self, backend, subprotocol, headers) -> None:
         self._cancel_deadline()
         self._backend = backend
+        self.factory.observer.upstream_connected(self.relay, self.factory.clock.seconds() - self.relay.opened_at)
         self.relay.subprotocol = subprotocol
         waiting = self._handshake is not None and not self._handshake.called
         if waiting and self.state != self.STATE_CLOSED and not self.relay.finished:
@@ -87,19 +90,19 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
 
     def upstream_refused(self, status: int | None, reason: str) -> None:
         if status is not None and 400 <= status <= 599:
-            self._deny(status, f"upstream refused the WebSocket upgrade ({status})")
+            self._deny(status, f"upstream refused the WebSocket upgrade ({status})", "refused")
         else:
-            self._deny(502, f"upstream handshake failed: {reason}")
+            self._deny(502, f"upstream handshake failed: {reason}", "handshake")
 
     def _dial_failed(self, failure) -> None:
         if failure.check(error.TimeoutError):
-            self._deny(504, "upstream connect timed out")
+            self._deny(504, "upstream connect timed out", "timeout")
         elif failure.check(error.DNSLookupError):
-            self._deny(502, "upstream host name does not resolve")
+            self._deny(502, "upstream host name does not resolve", "dns")
         elif failure.check(error.ConnectingCancelledError):
             pass
         else:
-            self._deny(502, f"upstream unreachable: {failure.getErrorMessage()}")
+            self._deny(502, f"upstream unreachable: {failure.getErrorMessage()}", "unreachable")
 
     def _upstream_timeout(self) -> None:
         self._deadline = None
@@ -109,15 +112,18 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
             protocol = self._dial_protocol()
             if protocol is not None:
                 protocol.abort()
-        self._deny(504, f"upstream did not open within {self.factory.config.timeouts.connect:g}s")
+        self._deny(504, f"upstream did not open within {self.factory.config.timeouts.connect:g}s", "timeout")
 
     def _dial_protocol(self):
         result = getattr(self._dial, "result", None)
         return result if hasattr(result, "abort") else None
 
-    def _deny(self, status: int, reason: str) -> None:
+    def _deny(self, status: int, reason: str, upstream_failure: str | None = None) -> None:
+        """Refuse the client's handshake with ``status``; ``upstream_failure`` names why the dial failed."""
         self._cancel_deadline()
         if self._handshake is not None and not self._handshake.called:
+            if upstream_failure is not None:
+                self.factory.observer.upstream_failed(self.relay, upstream_failure)
             log.info("{conn} handshake denied {status}: {reason}", conn=self.relay.conn_id, status=status,
                      reason=reason, peer=self.relay.peer, route=self.relay.route, event="deny")
             self.relay._record(None, status, reason, "wsfw")
@@ -137,6 +143,7 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
     def onOpen(self):
         backend = self._backend
         self.relay.start(self.transport, backend.transport)
+        self.factory.observer.opened(self.relay)
 
     def onClose(self, wasClean, code, reason):
         self._cancel_deadline()
@@ -164,6 +171,7 @@ class FrontendFactory(WebSocketServerFactory):
         self.clock = reactor
         self.reactor = reactor
         self.tracker = tracker
+        self.observer = tracker.observer if tracker is not None else NO_OBSERVER
         self.wsfw_limits = config.limits
         self.backend = BackendFactory(config, route)
         tls = endpoints.client_tls_options(route.ws, route.tls) if route.ws.secure else None

@@ -11,18 +11,43 @@ from __future__ import annotations
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
 
+from wsfw.interfaces import IConnectionObserver
 from wsfw.logs import logger
 
 log = logger("wsfw.tracker")
 
 
+@implementer(IConnectionObserver)
+class NoObserver:
+    """Observes nothing: the default, so call sites never test for an observer."""
+
+    def opened(self, relay) -> None:
+        pass
+
+    def upstream_connected(self, relay, seconds) -> None:
+        pass
+
+    def upstream_failed(self, relay, reason) -> None:
+        pass
+
+    def finished(self, relay) -> None:
+        pass
+
+
+NO_OBSERVER = NoObserver()
+
+
 class ConnectionTracker(Service):
+    """The live relays (metrics read their counters here) and the graceful stop."""
+
     name = "connections"
 
-    def __init__(self, clock, drain_timeout: float):
+    def __init__(self, clock, drain_timeout: float, observer=NO_OBSERVER):
         self.clock = clock
         self.drain_timeout = drain_timeout
+        self.observer = observer
         self.relays: set = set()
         self._drained: Deferred | None = None
         self.accepting = True
@@ -31,7 +56,13 @@ class ConnectionTracker(Service):
         self.relays.add(relay)
 
     def remove(self, relay) -> None:
+        if relay not in self.relays:
+            return  # dropped at the end of a drain, then finished: report it once
         self.relays.discard(relay)
+        try:
+            self.observer.finished(relay)
+        except Exception:
+            log.failure("connection observer failed for {conn}", conn=getattr(relay, "conn_id", "-"))
         if not self.relays and self._drained is not None and not self._drained.called:
             self._drained.callback(None)
 
