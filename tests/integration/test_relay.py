@@ -277,6 +277,26 @@ class CapsTests(RelayTestBase):
         self.assertEqual(self.app.ws.received, [])
 
 
+class ConnectionCapTests(RelayTestBase):
+    config_extra = "[limits]\nmax_connections = 2\n"
+
+    @defer.inlineCallbacks
+    def test_connections_over_the_cap_get_503(self):
+        """With max_connections = 2 the third concurrent client gets 503; a slot frees when one leaves."""
+        first = yield self.client()
+        second = yield self.client()
+        with self.assertRaises(support.ConnectionRefused) as e:
+            yield self.client()
+        self.assertIn(" 503 ", e.exception.status_line)
+        first.sendClose(1000)
+        yield support.closed(first)
+        third = yield self.client()
+        third.sendMessage(b"still relaying")
+        self.assertEqual((yield support.next_message(third))[0], b"still relaying")
+        second.sendMessage(b"and here")
+        self.assertEqual((yield support.next_message(second))[0], b"and here")
+
+
 class DeflateTests(RelayTestBase):
     config_extra = "[limits]\nmax_message_bytes = 1MiB\ncompression = both\n"
 
