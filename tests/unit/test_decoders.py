@@ -380,3 +380,30 @@ def test_auto_connection_settles_on_its_first_message():
     later = decode_message(stomp, False, "auto", LIMITS, generic)
     assert later.format == "text" and ("text", stomp.decode()) in later.params  # still inspected, as text
     assert decode_message(b'42["chat message","x"]', False, "auto", LIMITS, generic).format == "socketio"
+
+
+@pytest.mark.parametrize("limits", [LIMITS, Limits(max_depth=1, max_params=3, max_expanded_bytes=40),
+                                    Limits(max_depth=0), Limits(max_params=1)])
+def test_flat_object_fast_path_equals_the_walk(limits):
+    """The fast path for flat objects of scalars emits exactly what the bounded walk emits."""
+    from hypothesis import given, settings, strategies as st
+
+    from wsfw.decoders import _walk
+
+    scalars = st.one_of(st.text(max_size=30), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                        st.booleans(), st.none(), st.sampled_from(["%3Cb%3E", "a&amp;b", "{\"x\":1}", "QUJDREVGR0hJSktMTU5PUA=="]))
+    keys = st.one_of(st.sampled_from(["type", "text", "user", "_id", "constructor", "a b", "$ne"]), st.text(max_size=8))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(keys, scalars, max_size=6))
+    def check(obj):
+        fast = _walk.flat_params("json", obj, limits)
+        ctx = _walk.Ctx(limits)
+        try:
+            _walk.walk(ctx, obj, "json", 0)
+        except _walk.Stop:
+            pass
+        if fast is not None:
+            assert fast == ctx.params and ctx.truncated is None
+
+    check()

@@ -71,7 +71,7 @@ import binascii
 
 from zope.interface import implementer
 
-from ._walk import Ctx, Stop, may_nest, nested, parse_json, walk
+from ._walk import Ctx, Stop, flat_params, may_nest, nested, parse_json, walk
 from .base import ConnectionState, Decoded, IDecoder, Limits
 from .socketio import SocketIODecoder, bytes_text, decode_binary, decode_text
 
@@ -118,6 +118,10 @@ def _raw(payload, is_binary):
 
 
 def _json_params(text, obj, limits, error=None):
+    params = flat_params("json", obj, limits)
+    if params is not None:
+        params.append(("raw", text))
+        return Decoded("json", None, tuple(params), None, error)
     ctx = Ctx(limits)
     try:
         walk(ctx, obj, "json", 0)

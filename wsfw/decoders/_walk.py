@@ -202,6 +202,42 @@ def is_plain_key(k):
     return k.isascii() and k.isidentifier() and k[0] != "_" and k not in _UNPLAIN
 
 
+_SCALAR_TEXT = {True: "true", False: "false", None: "null"}
+
+
+def flat_params(prefix, obj, limits):
+    """The params ``walk`` would emit for a flat object of scalars with plain keys (most chat
+    messages: ``{"type": "chat", "text": "..."}``), built without the bounded collector, or
+    None when ``obj`` is anything else or a bound could be reached (then walk it)."""
+    if type(obj) is not dict or limits.max_depth < 1 or len(obj) > limits.max_params or len(obj) > 64:
+        return None
+    params = []
+    budget = limits.max_expanded_bytes
+    for k, v in obj.items():
+        suffix = _PLAIN_SUFFIX.get(k)
+        if suffix is None:
+            suffix = _plain_suffix(k)
+        if not suffix:
+            return None
+        t = type(v)
+        if t is str:
+            if len(v) > 2 and limits.max_depth > 1 and may_nest(v):
+                return None
+        elif t is int or t is Num:
+            v = str(v)
+        elif t is float:
+            v = repr(v)
+        elif v is True or v is False or v is None:
+            v = _SCALAR_TEXT[v]
+        else:
+            return None
+        budget -= len(v)
+        if budget < 0:
+            return None
+        params.append((prefix + suffix, v))
+    return params
+
+
 #: key -> ".key" for plain keys, "" for the others: keys repeat from message to message.
 _PLAIN_SUFFIX: dict[str, str] = {}
 _PLAIN_SUFFIX_MAX = 4096

@@ -241,9 +241,20 @@ def _walk_args(ctx, arr, start):
         return
     n = len(arr)
     i = start
+    deep = ctx.max_depth > 1
     while i < n:
         k = i - start
-        walk(ctx, arr[i], _ARG_PATHS[k] if k < 32 else "socketio.args[%d]" % k, 1)
+        v = arr[i]
+        path = _ARG_PATHS[k] if k < 32 else "socketio.args[%d]" % k
+        if type(v) is str and not (deep and len(v) > 2 and may_nest(v)):
+            # a chat line: what walk() would do, minus its dispatch
+            ctx.nodes -= 1
+            if ctx.nodes < 0:
+                ctx.trunc("params")
+                raise Stop
+            ctx.add(path, v)
+        else:
+            walk(ctx, v, path, 1)
         i += 1
 
 
