@@ -1,6 +1,7 @@
 """Offline detection benchmark through wsfw's real inspection pipeline.
 
     .venv/bin/python bench/inspect_bench.py CORPUS.jsonl [--framings plain,json,socketio,signalr,stomp,graphqlws] [--config etc/wsfw.ini]
+        [--rules bench/rules-small.ini]
 
 Every corpus payload is wrapped in each framing (as the detection evaluator in
 shared/tools/detection does: plain; {"type":"chat","text":p};
@@ -9,7 +10,8 @@ relay would, so decoding, transformations, detectors and scoring are all in
 the measurement. Prints the per-class detection / false-positive table per
 framing and the inspection CPU cost per message (median and p99 µs) for
 typical chat messages and for everything. The corpus is an argument: the
-project never depends on it.
+project never depends on it. ``--rules FILE`` adds a rules file (its rules and
+positive models name the route ``bench``, or ``*``) to measure what rules cost.
 """
 
 from __future__ import annotations
@@ -63,8 +65,19 @@ def main(argv=None) -> int:
     parser.add_argument("corpus", help="JSONL with label (attack|benign), class, payload")
     parser.add_argument("--framings", default="plain,json,socketio")
     parser.add_argument("--config", default=None, help="config whose inspection settings apply (default: shipped)")
+    parser.add_argument("--rules", default=None, help="a rules file to add ([rule:ID] / [model:bench] sections)")
     args = parser.parse_args(argv)
     config = config_ini.load(args.config) if args.config else config_ini.load("(defaults)", MINIMAL)
+    if args.rules:
+        import attrs
+
+        from wsfw.policy.loader import load_policy
+
+        problems = []
+        policy = load_policy(args.rules, None, [], (str(Path(args.rules).resolve()),), config.routes, problems)
+        if problems:
+            sys.exit("\n".join(map(str, problems)))
+        config = attrs.evolve(config, policy=policy)
     pipeline = next(iter(build_pipelines(config, Audit(None)).values()))
     engines = [i.engine for i in pipeline.inspectors if hasattr(i, "engine")]
     items = [json.loads(line) for line in open(args.corpus, encoding="utf-8") if line.strip()]

@@ -36,9 +36,15 @@ def write_config(text: str) -> str:
 
 def config_text(upstream: str, *, listen: str = "tcp:0:interface=127.0.0.1", extra: str = "",
                 route_extra: str = "", log: str = "connections = yes",
-                admin: str = "endpoint = tcp:0:interface=127.0.0.1") -> str:
+                admin: str = "endpoint = tcp:0:interface=127.0.0.1", workers: int | str = 1) -> str:
     """A one-route config; the admin listener takes a fresh port too (never the default 9180,
-    which a developer's ``make run`` may hold)."""
+    which a developer's ``make run`` may hold). ``[wsfw] workers`` is 1 (one process, as every
+    test but the supervisor's wants) unless asked; it joins a ``[wsfw]`` section in ``extra``."""
+    setting = f"workers = {workers}\n"
+    if "[wsfw]" in extra:
+        extra = extra.replace("[wsfw]\n", "[wsfw]\n" + setting, 1)
+    else:
+        extra = f"[wsfw]\n{setting}{extra}"
     return (f"[listen:public]\nendpoint = {listen}\n"
             f"[route:app]\npath = /\nupstream = {upstream}\n{route_extra}\n"
             f"[log]\n{log}\n[admin]\n{admin}\n{extra}\n")
@@ -460,12 +466,17 @@ def start_demo() -> tuple[Process, int]:
 
 
 def start_twistd(config_path: str, env: dict | None = None) -> tuple[Process, dict[str, int]]:
-    """``twistd -n wsfw --config PATH``; returns it and the bound ports by section (``listen:public``, ``admin``)."""
+    """``twistd -n wsfw --config PATH``; returns it and the bound ports by section (``listen:public``, ``admin``).
+
+    A supervisor (``[wsfw] workers`` above 1) is returned once every worker says it is serving."""
     import re
 
     daemon = Process([venv_tool("twistd"), "-n", "--pidfile=", "wsfw", "--config", config_path], env=env)
     try:
-        daemon.wait_for(r"wsfw starting with", timeout=60)
+        started = daemon.wait_for(r"wsfw starting with [^\n]*", timeout=60).group(0)
+        workers = re.search(r", (\d+) workers$", started.rstrip())
+        for n in range(1, int(workers.group(1)) + 1 if workers else 1):
+            daemon.wait_for(rf"\[wsfw\.supervisor#info\] worker {n} \(pid \d+\) is serving", timeout=60)
     except BaseException:
         daemon.stop()
         raise

@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--path", default="/", help="request path, for framing selection (e.g. /socket.io/)")
     inspect.add_argument("--subprotocol", default=None,
                          help="negotiated WebSocket subprotocol, for framing selection (e.g. v12.stomp, wamp.2.json)")
+    inspect.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                         help="a handshake header the rules may test (repeatable), e.g. 'Origin: https://a.example'")
+    inspect.add_argument("--client", default="127.0.0.1",
+                         help="the client address the rules see (default 127.0.0.1)")
+    inspect.add_argument("--query", default="", help="the handshake's query string, for framing selection and rules")
     inspect.add_argument("--escaped", action="store_true",
                          help="lines carry backslash escapes (\\n, \\x00, \\x1e ...), so multi-line frames "
                               "(STOMP) fit on one line; a line starting with 'b:' is a binary message")
@@ -35,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         sys.stderr.write(f"{e}\n")
         return 1
+    policy = config.policy
+    rules = ""
+    if policy:
+        rules = (f", {len(policy.rules)} rule(s), {len(policy.models)} positive model(s)"
+                 f"{f' from {len(policy.files)} rule file(s)' if policy.files else ''}")
     sys.stdout.write(f"{args.path}: configuration ok ({len(config.listeners)} listener(s), "
-                     f"{len(config.routes)} route(s))\n")
+                     f"{len(config.routes)} route(s){rules})\n")
     return 0
 
 
@@ -66,6 +76,16 @@ def run_inspect(args) -> int:
     if args.framing:
         config = attrs.evolve(config, routes=tuple(attrs.evolve(r, framing=args.framing) for r in config.routes))
     pipeline = build_pipelines(config, Audit(None))[route_name]
+    headers = []
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            sys.stderr.write(f"--header {header!r}: expected NAME:VALUE\n")
+            return 2
+        headers.append((name.strip().lower(), value.strip()))
+    from wsfw.policy.runtime import ConnState
+
+    policy_state = ConnState()  # rate limits and handshake values span the input's lines, as one connection
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     out = sys.stdout.write
     blocked = number = 0
@@ -78,22 +98,30 @@ def run_inspect(args) -> int:
                 if payload.startswith(b"b:"):
                     payload, is_binary = payload[2:], True
                 payload = codecs.escape_decode(payload)[0]
-            decoded, findings = pipeline.explain(payload, is_binary, path=args.path, subprotocol=args.subprotocol,
-                                                 state=state)
+            trace = []
+            decoded, findings = pipeline.explain(payload, is_binary, path=args.path, query=args.query,
+                                                 subprotocol=args.subprotocol, state=state, trace=trace,
+                                                 headers=tuple(headers), peer=f"{args.client}:0",
+                                                 policy_state=policy_state)
             out(f"message {number}: framing={decoded.format} event={decoded.event!r}"
                 f"{' error=' + decoded.error if decoded.error else ''}"
                 f"{' truncated=' + decoded.truncated if decoded.truncated else ''}\n")
             for path, value in decoded.params:
                 out(f"  {path} = {escape(value, 200)!r}\n")
             decision = "FORWARD"
+            deciding = next((f for f in findings if f.action in ("block", "drop")), findings[0] if findings else None)
+            for rule_id, action, param in trace:
+                out(f"  rule: {rule_id} {action}{' param=' + param if param else ''}\n")
             for finding in findings:
                 out(f"  finding: {finding.inspector} {finding.action} score={finding.score} "
-                    f"rules={','.join(finding.rules)} param={finding.path} excerpt={escape(finding.excerpt)!r}\n")
-                if finding.action == "block":
-                    decision = "BLOCK" if pipeline.mode == "block" else "DETECT (forwarded, mode=detect)"
+                    f"rules={','.join(finding.rules)} param={finding.path} excerpt={escape(finding.excerpt)!r}"
+                    f"{' tags=' + ','.join(finding.tags) if finding.tags else ''}\n")
+                if finding.action in ("block", "drop") and decision == "FORWARD":
+                    decision = (("BLOCK" if finding.action == "block" else "DROP") if pipeline.mode == "block"
+                                else "DETECT (forwarded, mode=detect)")
             if decision != "FORWARD":
                 blocked += 1
-            out(f"  verdict: {decision}{' (' + findings[0].reason + ')' if findings else ''}\n")
+            out(f"  verdict: {decision}{' (' + deciding.reason + ')' if deciding else ''}\n")
     out(f"{number} message(s), {blocked} would be blocked\n")
     return 0
 

@@ -25,6 +25,21 @@ SYSLOG_FACILITIES = ("daemon", "user", "local0", "local1", "local2", "local3", "
 #: Where the admin listener goes unless configured otherwise: loopback only,
 #: so metrics, events and the dashboard are never public by accident.
 DEFAULT_ADMIN_ENDPOINT = "tcp:9180:interface=127.0.0.1"
+#: Bounds of ``[wsfw] workers``. Past a few dozen reactors the supervisor's
+#: merged /metrics (one scrape per worker) and the shared accept queue stop
+#: scaling; 64 is far beyond the cores a single WebSocket proxy host uses.
+WORKERS_MAX = 64
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, cpusets, a pinned
+    benchmark) where the platform has one, else every CPU the machine has."""
+    import os
+
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
 
 
 @attrs.frozen
@@ -35,6 +50,14 @@ class Settings:
     mode: str = "block"
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     expose_reason: bool = False
+    #: Worker processes; None is ``auto`` (one per available CPU, resolved at start).
+    workers: int | None = None
+
+    def worker_count(self) -> int:
+        """How many reactor processes to run: ``workers``, or for ``auto`` one per available CPU."""
+        if self.workers is not None:
+            return self.workers
+        return min(available_cpus(), WORKERS_MAX)
 
     def is_trusted_proxy(self, address: str) -> bool:
         """Whether ``X-Forwarded-*`` headers from ``address`` may be kept and extended."""
@@ -173,6 +196,8 @@ class Inspection:
     max_decode_depth: int = 8
     max_params: int = 1000
     max_expanded_bytes: int = 1024 * 1024
+    #: ``rules``: rule file globs (relative ones to the config file's folder), in load order.
+    rules: tuple[str, ...] = ()
 
     def options_for(self, name: str) -> dict[str, str]:
         return dict(dict(self.options).get(name, ()))
@@ -230,6 +255,12 @@ class Config:
     log: LogConfig = LogConfig()
     inspection: Inspection = Inspection()
     admin: Admin = Admin()
+    #: The file's text as loaded. A supervisor hands exactly this to its workers,
+    #: so one started later runs what was validated, not what the file says by then.
+    text: str = attrs.field(default="", repr=False, eq=False)
+    #: Rules and positive models ([rule:ID], [model:ROUTE] sections and rule files), compiled:
+    #: a wsfw.policy.loader.PolicyConfig; None when built without the loader.
+    policy: object = attrs.field(default=None, repr=False, eq=False)
 
     def mode_for(self, route: Route) -> str:
         return route.mode or self.settings.mode

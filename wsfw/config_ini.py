@@ -28,6 +28,7 @@ from wsfw.config import (
     LOG_LEVELS,
     MODES,
     SYSLOG_FACILITIES,
+    WORKERS_MAX,
     Admin,
     Config,
     Inspection,
@@ -55,7 +56,7 @@ ADMIN_EVENTS_MAX = 10_000
 
 #: Keys each section accepts. The named constructors below read exactly these.
 SECTION_KEYS = {
-    "wsfw": ("on_inspection_error", "mode", "trusted_proxies", "expose_reason"),
+    "wsfw": ("on_inspection_error", "mode", "trusted_proxies", "expose_reason", "workers"),
     "listen": ("endpoint",),
     "route": ("host", "path", "upstream", "http_upstream", "ca_file", "client_cert", "client_key",
               "server_name", "preserve_host", "websocket", "http", "mode", "framing", "inspect_upstream"),
@@ -66,7 +67,7 @@ SECTION_KEYS = {
     "log": ("level", "connections", "format", "file", "json_file", "audit_file", "syslog", "syslog_facility"),
     "admin": ("endpoint", "events", "allow_remote"),
     "inspection": ("inspectors", "on_decode_error", "on_decode_limit", "max_decode_depth", "max_params",
-                   "max_expanded_bytes"),
+                   "max_expanded_bytes", "rules"),
 }
 
 
@@ -143,6 +144,7 @@ class _Section:
 class _Loader:
     def __init__(self, path: str, text: str | None = None):
         self.path = path
+        self.text = ""
         self.problems: list[Problem] = []
         self.parser = configparser.ConfigParser(
             interpolation=None, strict=True, inline_comment_prefixes=(";", "#"), default_section="\0none"
@@ -151,6 +153,7 @@ class _Loader:
             if text is None:
                 with open(path, encoding="utf-8") as f:
                     text = f.read()
+            self.text = text
             self.parser.read_string(text, source=path)
         except OSError as e:
             self.problems.append(Problem(path, None, None, f"cannot read: {e.strerror or e}"))
@@ -165,11 +168,13 @@ class _Loader:
 
     def load(self) -> Config:
         self.fail_if_problems()
-        listeners, routes, inspector_sections = [], [], {}
+        listeners, routes, inspector_sections, policy_sections = [], [], {}, []
         for name in self.parser.sections():
             kind, _, label = name.partition(":")
             if kind == "inspector":
                 inspector_sections[label] = dict(self.parser.items(name))
+            elif kind in ("rule", "model") and label:
+                policy_sections.append(name)  # wsfw.policy: checked once the routes are known
             elif kind in ("listen", "route"):
                 if not _NAME.match(label):
                     self.problems.append(Problem(self.path, name, None,
@@ -180,7 +185,8 @@ class _Loader:
                     self.listener(section, label) if kind == "listen" else self.route(section, label))
             elif name not in SECTION_KEYS or name in ("listen", "route"):
                 near = difflib.get_close_matches(name, ["wsfw", "limits", "timeouts", "log", "inspection", "admin",
-                                                        "listen:NAME", "route:NAME", "inspector:NAME"], n=1)
+                                                        "listen:NAME", "route:NAME", "inspector:NAME", "rule:ID",
+                                                        "model:ROUTE"], n=1)
                 hint = f" (did you mean [{near[0]}]?)" if near else ""
                 self.problems.append(Problem(self.path, name, None, f"unknown section{hint}"))
         if not listeners:
@@ -194,9 +200,13 @@ class _Loader:
         inspection = self.inspection(_Section(self, "inspection", "inspection"), inspector_sections)
         admin = self.admin(_Section(self, "admin", "admin"), [x for x in listeners if x is not None])
         self.check_routes_unique([r for r in routes if r is not None])
+        from wsfw.policy.loader import load_policy
+
+        policy = load_policy(self.path, self.parser, policy_sections, inspection.rules, routes, self.problems)
         self.fail_if_problems()
         return Config(path=self.path, listeners=tuple(listeners), routes=tuple(routes), settings=settings,
-                      limits=limits, timeouts=timeouts, log=log, inspection=inspection, admin=admin)
+                      limits=limits, timeouts=timeouts, log=log, inspection=inspection, admin=admin, text=self.text,
+                      policy=policy)
 
     # -- sections ---------------------------------------------------------
 
@@ -212,7 +222,23 @@ class _Loader:
             mode=s.choice("mode", "block", MODES),
             trusted_proxies=tuple(proxies),
             expose_reason=s.bool("expose_reason", False),
+            workers=self.workers(s),
         )
+
+    def workers(self, s: _Section) -> int | None:
+        """``workers``: ``auto`` (None: one per available CPU) or a whole number from 1 to WORKERS_MAX."""
+        raw = (s.str("workers") or "auto").lower()
+        if raw == "auto":
+            return None
+        try:
+            count = int(raw)
+        except ValueError:
+            s.problem("workers", f"{raw!r} is not auto or a whole number from 1 to {WORKERS_MAX}")
+            return None
+        if not 1 <= count <= WORKERS_MAX:
+            s.problem("workers", f"{count} is out of range: use auto or a whole number from 1 to {WORKERS_MAX}")
+            return None
+        return count
 
     def listener(self, s: _Section, name: str) -> Listener | None:
         endpoint = s.required("endpoint")
@@ -398,6 +424,7 @@ class _Loader:
             max_decode_depth=s.count("max_decode_depth", d.max_decode_depth),
             max_params=s.count("max_params", d.max_params),
             max_expanded_bytes=s.size("max_expanded_bytes", d.max_expanded_bytes),
+            rules=tuple((s.str("rules") or "").split()),
         )
         for key in ("max_decode_depth", "max_params", "max_expanded_bytes"):
             if getattr(inspection, key) <= 0:

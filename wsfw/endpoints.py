@@ -60,11 +60,58 @@ def _read_pem(path: str, what: str) -> bytes:
         raise ValueError(f"cannot read {what} {path!r}: {e.strerror or e}") from None
 
 
-def _tls_server_options(kwargs: dict[str, str]) -> ssl.CertificateOptions:
-    key_path = kwargs.get("privateKey", "server.pem")
-    cert_path = kwargs.get("certKey", key_path)
-    key_pem = _read_pem(key_path, "privateKey")
-    cert_pem = _read_pem(cert_path, "certKey") if cert_path != key_path else b""
+#: ``ssl:`` options naming files, and what the error messages call them.
+TLS_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters")
+
+
+def ssl_parts(description: str) -> tuple[int, int, str, dict[str, str]]:
+    """Port, backlog, interface and options of an ``ssl:`` string; ``ValueError`` for anything wrong."""
+    kind, args, kwargs = split_description(description)
+    if kind != "ssl":
+        raise ValueError(f"{description!r} is not an ssl: endpoint")
+    unknown = set(kwargs) - _SSL_KEYS
+    if "sslmethod" in unknown:
+        raise ValueError("sslmethod= is not allowed: wsfw always negotiates TLS 1.2 or newer")
+    if unknown:
+        raise ValueError(f"unknown ssl: option(s) {', '.join(sorted(unknown))}")
+    if len(args) != 1:
+        raise ValueError(f"ssl: needs exactly one port, e.g. ssl:8443:privateKey=key.pem:certKey=cert.pem")
+    try:
+        port = int(args[0])
+        backlog = int(kwargs.get("backlog", 50))
+    except ValueError:
+        raise ValueError(f"port and backlog must be integers in {description!r}") from None
+    kwargs.setdefault("privateKey", "server.pem")
+    kwargs.setdefault("certKey", kwargs["privateKey"])
+    return port, backlog, kwargs.get("interface", ""), kwargs
+
+
+def tls_files(description: str) -> dict[str, str]:
+    """``{path: what}`` of the PEM files an ``ssl:`` listener reads (key, certificate, chain, DH)."""
+    _, _, _, kwargs = ssl_parts(description)
+    return {kwargs[key]: key for key in TLS_FILES if key in kwargs}
+
+
+def read_tls_files(description: str) -> dict[str, bytes]:
+    """The PEM files of an ``ssl:`` listener, read now: ``{path: bytes}`` (``ValueError`` if unreadable)."""
+    return {path: _read_pem(path, what) for path, what in tls_files(description).items()}
+
+
+def tls_server_options(description: str, read=None) -> ssl.CertificateOptions:
+    """The hardened ``CertificateOptions`` of an ``ssl:`` listener, built here and nowhere else.
+
+    ``server_endpoint`` uses them for a listener it binds; a worker process wraps
+    the listening socket it inherited from the supervisor in exactly the same
+    options. ``read(path, what) -> bytes`` reads a PEM file (default: from disk);
+    a worker is handed the bytes its supervisor read, possibly before dropping
+    privileges, so a root-only key works with any number of workers, as it does
+    with one process. ``dhParameters`` is the exception: OpenSSL loads it by path.
+    """
+    _, _, _, kwargs = ssl_parts(description)
+    read = read or _read_pem
+    key_path, cert_path = kwargs["privateKey"], kwargs["certKey"]
+    key_pem = read(key_path, "privateKey")
+    cert_pem = read(cert_path, "certKey") if cert_path != key_path else b""
     try:
         cert_and_key = ssl.PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
     except Exception as e:  # pyOpenSSL raises several types for bad PEM
@@ -72,7 +119,7 @@ def _tls_server_options(kwargs: dict[str, str]) -> ssl.CertificateOptions:
                          f"({e.__class__.__name__}: {e})") from None
     chain = []
     if "extraCertChain" in kwargs:
-        pem = _read_pem(kwargs["extraCertChain"], "extraCertChain")
+        pem = read(kwargs["extraCertChain"], "extraCertChain")
         chain = [ssl.Certificate.loadPEM(c).original for c in _pem_blocks(pem)]
     dh = None
     if "dhParameters" in kwargs:
@@ -122,21 +169,9 @@ def server_endpoint(reactor: IReactorCore, description: str):
             raise ValueError(f"invalid endpoint {description!r}: {e}") from None
         except Exception as e:
             raise ValueError(f"invalid endpoint {description!r}: {type(e).__name__}: {e}") from None
-    unknown = set(kwargs) - _SSL_KEYS
-    if "sslmethod" in unknown:
-        raise ValueError("sslmethod= is not allowed: wsfw always negotiates TLS 1.2 or newer")
-    if unknown:
-        raise ValueError(f"unknown ssl: option(s) {', '.join(sorted(unknown))}")
-    if len(args) != 1:
-        raise ValueError(f"ssl: needs exactly one port, e.g. ssl:8443:privateKey=key.pem:certKey=cert.pem")
-    try:
-        port = int(args[0])
-        backlog = int(kwargs.get("backlog", 50))
-    except ValueError:
-        raise ValueError(f"port and backlog must be integers in {description!r}") from None
-    return endpoints.SSL4ServerEndpoint(
-        reactor, port, _tls_server_options(kwargs), backlog=backlog, interface=kwargs.get("interface", "")
-    )
+    port, backlog, interface, _ = ssl_parts(description)
+    return endpoints.SSL4ServerEndpoint(reactor, port, tls_server_options(description), backlog=backlog,
+                                        interface=interface)
 
 
 def client_tls_options(upstream: Upstream, tls: UpstreamTLS):

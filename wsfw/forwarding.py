@@ -36,3 +36,46 @@ def forwarding_headers(peer_ip: str, secure: bool, host: str | None, prior_for: 
     if host:
         out.append(("X-Forwarded-Host", host))
     return out
+
+
+def client_address(peer_ip: str, headers, settings) -> str:
+    """The client's address for policy decisions: the TCP peer, unless the peer is one of
+    ``trusted_proxies``; then the nearest address in ``X-Forwarded-For`` (else in
+    ``Forwarded: for=``) that is not a trusted proxy itself, read from the right, as nginx's
+    ``real_ip_recursive`` does. ``headers`` are (lower-cased name, value) pairs.
+    """
+    if not settings.trusted_proxies or not settings.is_trusted_proxy(peer_ip):
+        return peer_ip
+    chain = []
+    for name, value in headers:
+        if name == "x-forwarded-for":
+            chain.extend(part.strip() for part in value.split(",") if part.strip())
+    if not chain:
+        for name, value in headers:
+            if name == "forwarded":
+                chain.extend(_forwarded_for(value))
+    for address in reversed(chain):
+        address = _bare_address(address)
+        if not settings.is_trusted_proxy(address):
+            return address
+    return _bare_address(chain[0]) if chain else peer_ip
+
+
+def _forwarded_for(value: str) -> list[str]:
+    """The ``for=`` nodes of an RFC 7239 ``Forwarded`` header, in order."""
+    out = []
+    for element in value.split(","):
+        for pair in element.split(";"):
+            key, _, node = pair.strip().partition("=")
+            if key.strip().lower() == "for" and node:
+                out.append(node.strip().strip('"'))
+    return out
+
+
+def _bare_address(node: str) -> str:
+    """``[2001:db8::1]:443`` -> ``2001:db8::1``; ``192.0.2.1:80`` -> ``192.0.2.1``."""
+    if node.startswith("["):
+        return node[1:node.find("]")] if "]" in node else node[1:]
+    if node.count(":") == 1:
+        return node.partition(":")[0]
+    return node

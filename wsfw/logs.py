@@ -33,14 +33,21 @@ _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn
            "error": LogLevel.error, "critical": LogLevel.critical}
 
 
+#: Event key naming the worker process that logged an event (``[wsfw] workers`` above 1).
+WORKER_KEY = "wsfw_worker"
+
+
 class _Router:
     """Forwards wsfw events to the global publisher (filtered) and any extra observers."""
 
     def __init__(self) -> None:
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
         self.observers: list = [FilteringLogObserver(lambda e: globalLogPublisher(e), [self.predicate])]
+        self.tags: dict = {}
 
     def __call__(self, event: dict) -> None:
+        if self.tags:
+            event.update(self.tags)
         for observer in self.observers:
             observer(event)
 
@@ -55,6 +62,13 @@ def logger(namespace: str) -> Logger:
 
 def set_level(level: str) -> None:
     ROUTER.predicate.setLogLevelForNamespace("", _LEVELS[level])
+
+
+def tag_worker(label: str) -> None:
+    """Mark every wsfw event of this process as the worker ``label``'s: JSON lines carry
+    ``wsfw_worker``, text lines say ``[worker-N namespace#level]``, so the lines of N
+    processes sharing one stdout and one log file can be told apart."""
+    ROUTER.tags[WORKER_KEY] = label
 
 
 def at_level(observer, level: str):
@@ -100,8 +114,21 @@ class ReopenableFile:
 
 
 def text_line(event: dict) -> str | None:
-    """One classic Twisted log line: ``time [namespace#level] message``."""
+    """One classic Twisted log line: ``time [namespace#level] message`` (``[worker-N namespace#level]``
+    from a worker process)."""
+    worker = event.get(WORKER_KEY)
+    if worker is not None:
+        level = event.get("log_level")
+        system = event.get("log_system") or f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
+        event = dict(event, log_system=f"worker-{worker} {system}")
     return formatEventAsClassicLogText(event)
+
+
+def worker_stdout_observer(label: str, stream=None):
+    """A worker's observer for everything it logs (Twisted's and Autobahn's events too), in
+    twistd's own text format with the worker named: the lines join the supervisor's on the
+    stdout they share (journald under systemd)."""
+    return FileLogObserver(stream or sys.stdout, lambda event: text_line({**event, WORKER_KEY: label}))
 
 
 def file_observer(stream, fmt: str, text=text_line):

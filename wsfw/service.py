@@ -74,7 +74,7 @@ class ListenerService(Service):
         return None
 
 
-class _LogService(Service):
+class LogService(Service):
     """Applies ``[log]`` at start (level, files, syslog) and closes what it opened at stop."""
 
     name = "log"
@@ -119,14 +119,19 @@ class SignalService(Service):
     the daemon on ``systemctl reload`` (and systemd does not restart a
     process that SIGHUP ended), so until reload exists wsfw stays up, checks
     the file on disk and says whether a restart would accept it.
+
+    ``forward(signum)``, when given, is called with each of the two signals
+    after the local handling is scheduled: a supervisor passes them on to its
+    workers, which write files of their own.
     """
 
     name = "signals"
 
-    def __init__(self, reactor, config: Config, reopenable: list):
+    def __init__(self, reactor, config: Config, reopenable: list, forward=None):
         self.reactor = reactor
         self.config = config
         self.reopenable = reopenable
+        self.forward = forward
         self._previous: dict[int, object] = {}
 
     def startService(self):
@@ -145,12 +150,18 @@ class SignalService(Service):
 
     def _on_usr1(self, signum, frame):
         self.reactor.callFromThread(self.reopen)
+        self._forward(signum)
         chained = self._previous.get(signum)
         if callable(chained):
             chained(signum, frame)
 
     def _on_hup(self, signum, frame):
         self.reactor.callFromThread(self.reload_requested)
+        self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        if self.forward is not None:
+            self.reactor.callFromThread(self.forward, signum)
 
     def reopen(self) -> None:
         failed = 0
@@ -174,7 +185,7 @@ class SignalService(Service):
                  "loaded at start. {verdict}", verdict=verdict, event="reload_unsupported")
 
 
-class _OnStop(Service):
+class OnStop(Service):
     """Runs one clean-up when the daemon stops: closing the audit file, the upstream HTTP pool."""
 
     def __init__(self, name: str, cleanup):
@@ -231,28 +242,34 @@ class WsfwService(MultiService):
         return stop(first).addCallback(lambda _: stop(rest))
 
 
-def build(config: Config, reactor, hook=None) -> WsfwService:
+def build(config: Config, reactor, hook=None, *, listen: dict | None = None,
+          admin_endpoint: str | None = None) -> WsfwService:
     """The whole daemon as a service tree. Children stop in reverse order: listeners
     first (no new connections), then open connections drain while the admin
     listener still answers (``/readyz`` says 503), then the logs close.
 
     ``hook`` replaces the configured inspection pipelines on every route (tests
     and embedders); by default each route gets its own pipeline.
+
+    A worker of a supervisor (``wsfw.worker``) passes ``listen``, the
+    ``IStreamServerEndpoint`` of each ``[listen:NAME]`` by name (the sockets it
+    inherited), and ``admin_endpoint``, its private admin socket, which only
+    the supervisor reads. Without them every endpoint string is bound as given.
     """
     top = WsfwService(config)
-    log_service = _LogService(config)
+    log_service = LogService(config)
     log_service.setServiceParent(top)
     audit = top.audit = Audit(config.log.audit_file, config.log.format)
     SignalService(reactor, config, [log_service, audit]).setServiceParent(top)
-    _OnStop("audit", audit.close).setServiceParent(top)
+    OnStop("audit", audit.close).setServiceParent(top)
     # With a hook given, no pipeline is built: building one compiles the detectors.
     pipelines = build_pipelines(config, audit) if hook is None else {}
     hooks = pipelines or {r.name: hook for r in config.routes}
     pool = HTTPConnectionPool(reactor, persistent=True)
-    _OnStop("http-pool", pool.closeCachedConnections).setServiceParent(top)
+    OnStop("http-pool", pool.closeCachedConnections).setServiceParent(top)
     metrics = None
     if config.admin.enabled:
-        metrics = top.metrics = _admin(top, config, reactor, audit)
+        metrics = top.metrics = _admin(top, config, reactor, audit, admin_endpoint or config.admin.endpoint)
         hooks = {name: metrics.timed(name, h) for name, h in hooks.items()}
     tracker = ConnectionTracker(reactor, config.timeouts.shutdown_drain, metrics or NO_OBSERVER)
     tracker.setServiceParent(top)
@@ -266,14 +283,15 @@ def build(config: Config, reactor, hook=None) -> WsfwService:
     site = PublicSite(Dispatch(config, websockets, proxies), config, reactor,
                       metrics.http_response if metrics is not None else None)
     for listener in config.listeners:
-        service = ListenerService(listener.name, listener.endpoint,
-                                  endpoints.server_endpoint(reactor, listener.endpoint), site)
+        endpoint = listen[listener.name] if listen is not None else endpoints.server_endpoint(reactor,
+                                                                                               listener.endpoint)
+        service = ListenerService(listener.name, listener.endpoint, endpoint, site)
         service.setServiceParent(top)
         top.listeners.append(service)
     return top
 
 
-def _admin(top: WsfwService, config: Config, reactor, audit: Audit):
+def _admin(top: WsfwService, config: Config, reactor, audit: Audit, endpoint: str):
     """Metrics, the dashboard's history and event ring, and the admin listener (before the
     connection tracker, so it stops after the drain)."""
     from wsfw.admin.site import build_site
@@ -288,8 +306,7 @@ def _admin(top: WsfwService, config: Config, reactor, audit: Audit):
     history.setServiceParent(top)
     site = build_site(config=config, metrics=metrics, history=history, events=events, readiness=top.readiness,
                       reactor=reactor)
-    admin = ListenerService("admin", config.admin.endpoint, endpoints.server_endpoint(reactor, config.admin.endpoint),
-                            site, section="admin")
+    admin = ListenerService("admin", endpoint, endpoints.server_endpoint(reactor, endpoint), site, section="admin")
     admin.setServiceParent(top)
     top.admin = admin
     return metrics

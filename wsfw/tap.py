@@ -31,8 +31,15 @@ class Options(usage.Options):
 
 
 def makeService(options):
+    """One process (``[wsfw] workers = 1``), or a supervisor of that many worker processes."""
     from twisted.internet import reactor
 
-    from wsfw.service import build
+    config = options["loaded"]
+    count = config.settings.worker_count()
+    if count == 1:
+        from wsfw.service import build
 
-    return build(options["loaded"], reactor)
+        return build(config, reactor)
+    from wsfw.supervisor import build_supervisor
+
+    return build_supervisor(config, reactor, count)

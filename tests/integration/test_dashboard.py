@@ -32,12 +32,14 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def stack(tmp_path):
-    """The demo app and a twistd wsfw in front of it; yields (public port, admin port)."""
+@pytest.fixture(params=[1, 2], ids=["one process", "supervisor with 2 workers"])
+def stack(tmp_path, request):
+    """The demo app and a twistd wsfw in front of it, as one process or as a supervisor whose admin
+    listener merges its workers' data; yields (public port, admin port)."""
     demo, upstream = support.start_demo()
     path = tmp_path / "wsfw.ini"
-    path.write_text(support.config_text(f"ws://127.0.0.1:{upstream}", log="connections = no"))
+    path.write_text(support.config_text(f"ws://127.0.0.1:{upstream}", log="connections = no",
+                                        workers=request.param))
     try:
         daemon, ports = support.start_twistd(str(path))
     except BaseException:

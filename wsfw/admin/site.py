@@ -53,6 +53,9 @@ STATIC = {
 }
 EVENTS_DEFAULT = 50
 TOP = 10
+#: ``/api/stats?top=N`` bound: a supervisor asks each worker for more than it shows,
+#: so the merged top ten is right even when the workers' own top tens differ.
+TOP_MAX = 100
 
 
 def _load_static() -> dict[str, tuple[bytes, bytes]]:
@@ -133,6 +136,10 @@ class AdminResource(resource.Resource):
     # -- the dashboard's data ------------------------------------------------------
 
     def stats(self, request):
+        try:
+            top = top_count(request)
+        except ValueError:
+            return _plain(request, 400, "top must be a whole number")
         metrics, history = self.metrics, self.history
         live = metrics.live()
         ready, _ = self.readiness()
@@ -162,22 +169,36 @@ class AdminResource(resource.Resource):
                 "inspector_errors": metrics.inspector_error_count,
             },
             "series": history.series(),
-            "top_rules": [{"rule": rule, "class": cls, "count": n} for (rule, cls), n in metrics.rule_hits.top(TOP)],
-            "top_clients": [{"client": client, "count": n} for client, n in metrics.client_hits.top(TOP)],
+            "top_rules": [{"rule": rule, "class": cls, "count": n} for (rule, cls), n in metrics.rule_hits.top(top)],
+            "top_clients": [{"client": client, "count": n} for client, n in metrics.client_hits.top(top)],
         }
         return _json(request, body)
 
     def recent_events(self, request):
-        query = parse_qs(request.uri.decode("latin-1").partition("?")[2])
         size = self.events.events.maxlen
         try:
-            limit = min(max(int(query.get("limit", [EVENTS_DEFAULT])[0]), 1), size)
-            since = max(int(query.get("since", ["0"])[0]), 0)
+            limit, since, blocked = events_query(request, size)
         except ValueError:
             return _plain(request, 400, "limit and since must be whole numbers")
-        blocked = query.get("blocked", ["0"])[0] in ("1", "yes", "true")
         return _json(request, {"events": self.events.recent(limit, since, blocked), "last_id": self.events.last_id,
                                "size": size})
+
+
+def query(request) -> dict[str, list[str]]:
+    return parse_qs(request.uri.decode("latin-1").partition("?")[2])
+
+
+def events_query(request, size: int) -> tuple[int, int, bool]:
+    """``/api/events``' ``?limit=`` (1..size), ``?since=`` and ``?blocked=``; ``ValueError`` if not numbers."""
+    args = query(request)
+    limit = min(max(int(args.get("limit", [EVENTS_DEFAULT])[0]), 1), size)
+    since = max(int(args.get("since", ["0"])[0]), 0)
+    return limit, since, args.get("blocked", ["0"])[0] in ("1", "yes", "true")
+
+
+def top_count(request) -> int:
+    """``?top=N`` (default :data:`TOP`, at most :data:`TOP_MAX`); ``ValueError`` if not a number."""
+    return min(max(int(query(request).get("top", [TOP])[0]), 1), TOP_MAX)
 
 
 def _plain(request, code: int, text: str) -> bytes:

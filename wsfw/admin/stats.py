@@ -99,8 +99,7 @@ class EventRing:
 
     def __call__(self, event: dict) -> None:
         try:
-            record = {"id": next(self._ids), "time": event.get("log_time"),
-                      "level": getattr(event.get("log_level"), "name", None)}
+            record = {"time": event.get("log_time"), "level": getattr(event.get("log_level"), "name", None)}
             for key in EVENT_FIELDS:
                 value = event.get(key)
                 if value is not None:
@@ -108,10 +107,17 @@ class EventRing:
             if event.get("matches"):
                 record["matches"] = [{k: m.get(k) for k in MATCH_FIELDS} for m in event["matches"]
                                      if isinstance(m, dict)]
-            self.last_id = record["id"]
-            self.events.append(record)
+            self.append(record)
         except Exception:
             log.failure("recording an audit event for the admin listener failed")
+
+    def append(self, record: dict) -> dict:
+        """Keep ``record`` (already trimmed) under the next id; a supervisor merging its
+        workers' events numbers them this way, in one sequence of its own."""
+        record = {"id": next(self._ids), **{k: v for k, v in record.items() if k != "id"}}
+        self.last_id = record["id"]
+        self.events.append(record)
+        return record
 
     def recent(self, limit: int, since: int = 0, blocked_only: bool = False) -> list[dict]:
         """Newest first: at most ``limit`` events with an id above ``since``."""

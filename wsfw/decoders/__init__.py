@@ -72,7 +72,7 @@ import binascii
 from zope.interface import implementer
 
 from ._walk import Ctx, Stop, flat_params, may_nest, nested, parse_json, walk
-from .base import ConnectionState, Decoded, IDecoder, Limits
+from .base import NOARGS, ConnectionState, Decoded, IDecoder, Limits, Op
 from .socketio import SocketIODecoder, bytes_text, decode_binary, decode_text
 
 __all__ = [
@@ -82,6 +82,8 @@ __all__ = [
     "Decoded",
     "IDecoder",
     "Limits",
+    "NOARGS",
+    "Op",
     "decode_message",
     "decode_polling",
     "register",

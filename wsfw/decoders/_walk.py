@@ -19,7 +19,7 @@ import json
 import re
 from urllib.parse import unquote
 
-from .base import Decoded
+from .base import Decoded, Op
 
 
 class Stop(Exception):
@@ -270,6 +270,7 @@ class Ctx:
         "nodes",
         "truncated",
         "placeholders",
+        "ops",
     )
 
     def __init__(self, limits):
@@ -281,6 +282,7 @@ class Ctx:
         self.nodes = 4 * limits.max_params + 64
         self.truncated = None
         self.placeholders = None  # Socket.IO attachment num -> path, when collecting
+        self.ops = None  # the message's operations (base.Op), when it carries any
 
     def add(self, path, value):
         if len(self.params) >= self.max_params:
@@ -297,6 +299,15 @@ class Ctx:
         self.budget -= n
         self.params.append((path, value))
 
+    def op(self, field, name, args, base):
+        """Record one application operation (see base.Op). Decoders call this before walking
+        the arguments, so a bound hit while walking them cannot hide the operation."""
+        op = Op(field, name, args, base)
+        if self.ops is None:
+            self.ops = [op]
+        else:
+            self.ops.append(op)
+
     def trunc(self, what):
         if self.truncated is None:
             self.truncated = what
@@ -306,7 +317,8 @@ class Ctx:
         params = self.params
         if not (len(params) == 1 and params[0][1] == raw):
             params.append(("raw", raw))
-        return Decoded(fmt, event, tuple(params), self.truncated, error)
+        ops = self.ops
+        return Decoded(fmt, event, tuple(params), self.truncated, error, tuple(ops) if ops else ())
 
 
 def walk(ctx, v, path, depth):

@@ -17,6 +17,37 @@ class Limits:
     max_expanded_bytes: int = 1 << 20  # total decoded text (characters) produced for one message
 
 
+class _NoArgs:
+    """``Op.args`` of an operation that carries no arguments (a STOMP SUBSCRIBE, a WAMP
+    SUBSCRIBE / REGISTER): there is nothing for a schema to validate."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "NOARGS"
+
+
+NOARGS = _NoArgs()
+
+
+class Op(NamedTuple):
+    """One application operation a message carries, as its framework names it.
+
+    ``field`` says which framework field names it (``socketio.event``, ``signalr.target``,
+    ``stomp.destination``, ``wamp.procedure``, ``wamp.topic``, ``graphql.operationName``,
+    ``jsonrpc.method``); ``name`` is that name (None when the message has the slot but no
+    usable name: an EVENT without a name, an anonymous GraphQL operation); ``args`` is the
+    operation's arguments exactly as decoded (JSON values; MessagePack arrays as tuples), or
+    NOARGS; ``base`` is the param path of ``args`` (``socketio.args``, ``signalr[1].arguments``).
+    The positive model (wsfw.policy) checks every Op of a client message; rules see their names.
+    """
+
+    field: str
+    name: str | None
+    args: object
+    base: str
+
+
 class Decoded(NamedTuple):
     """One decoded message: its format, framework event and (path, value) parameters.
 
@@ -29,6 +60,7 @@ class Decoded(NamedTuple):
     params: tuple[tuple[str, str], ...]  # (path, value), values always str
     truncated: str | None = None  # "depth" | "params" | "size" (first bound hit), else None
     error: str | None = None  # why the selected format could not be decoded
+    ops: tuple[Op, ...] = ()  # the application operations (every invocation of a batch), see Op
 
 
 class IDecoder(Interface):

@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from ._jsonproto import json_message, unwrap, walk_members
 from ._walk import Ctx, Stop, walk
-from .base import IDecoder
+from .base import NOARGS, IDecoder
 
 #: graphql-transport-ws (https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md)
 TRANSPORT_WS_TYPES = frozenset((
@@ -105,6 +105,18 @@ def _skip_block(query, pos):
     return pos
 
 
+def _operation(payload):
+    """The operation a subscribe / start payload runs: its operationName, else the name of the
+    first operation in its query; None for an anonymous operation."""
+    name = payload.get("operationName")
+    if type(name) is str and name:
+        return name
+    query = payload.get("query")
+    if type(query) is str:
+        return operation_name(query)
+    return None
+
+
 def _event(obj, mtype):
     """``mtype`` is the message type when it is a string, else None."""
     if mtype in _OPERATION_TYPES:
@@ -157,6 +169,13 @@ class GraphQLWSDecoder:
                 error = error or "unknown graphql-ws message type"
             event = _event(obj, mtype)
             payload = obj.get("payload")
+            if mtype in _OPERATION_TYPES:
+                if type(payload) is dict:
+                    variables = payload.get("variables")
+                    ctx.op("graphql.operationName", _operation(payload), {} if variables is None else variables,
+                           "graphql.variables")
+                else:
+                    ctx.op("graphql.operationName", None, NOARGS, "graphql.variables")
             if mtype in _OPERATION_TYPES and type(payload) is dict:
                 walk_members(ctx, obj, "graphql", 0, ("payload",))
                 if ctx.max_depth < 2:

@@ -29,6 +29,9 @@ def _is_message(obj):
 
 def _walk_message(ctx, obj, prefix, depth):
     """One request/response object at ``depth``; returns its problem or None."""
+    if "method" in obj:
+        method = obj["method"]
+        ctx.op("jsonrpc.method", method if type(method) is str else None, obj.get("params"), prefix + ".params")
     if depth >= ctx.max_depth:
         ctx.trunc("depth")
         return None

@@ -228,6 +228,7 @@ def _json_record(ctx, record, prefix, limits, st):
             target = obj.get("target")
             if type(target) is str:
                 event = target
+            ctx.op("signalr.target", event, obj.get("arguments"), prefix + ".arguments")
     else:
         name = str(t) if type(t) is not str else t
         known = False
@@ -349,6 +350,9 @@ def _msgpack_record(ctx, body, prefix, limits):
         fields, required = layout
         if len(rec) - 1 < required:
             error = "short signalr %s record" % TYPES[t]
+    if t in _INVOKE:
+        ctx.op("signalr.target", rec[3] if len(rec) > 3 and type(rec[3]) is str else None,
+               rec[4] if len(rec) > 4 else None, prefix + ".arguments")
     nf = len(fields)
     for i in range(1, len(rec)):
         v = rec[i]

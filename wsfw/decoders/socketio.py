@@ -191,12 +191,14 @@ def decode_socketio(text, limits, state, error=None):
         if type(obj) is list and (t == "2" or t == "5"):
             if obj and type(obj[0]) in _EVENT_NAME_TYPES:
                 event = str(obj[0])
+                ctx.op("socketio.event", event, obj[1:], "socketio.args")
                 ctx.add("socketio.event", event)
                 if len(event) > 2 and limits.max_depth > 1 and may_nest(event):
                     nested(ctx, event, "socketio.event", 1)
                 _walk_args(ctx, obj, 1)
             else:
                 error = error or "EVENT without a name"
+                ctx.op("socketio.event", None, obj, "socketio.args")
                 _walk_args(ctx, obj, 0)
         elif t == "0":
             walk(ctx, obj, "socketio.auth", 0)

@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from ._jsonproto import member_path, raw, utf8
 from ._walk import Ctx, Stop, is_plain_key, key_path, parse_json, walk
-from .base import IDecoder
+from .base import NOARGS, IDecoder
 from .socketio import bytes_text
 
 _COMMAND_NAMES = (
@@ -191,6 +191,17 @@ def _is_json(content_type):
     return ct == "application/json" or ct.endswith("+json")
 
 
+#: Frames that name a destination the application acts on: the positive model's operations.
+_OP_COMMANDS = frozenset((b"SEND", b"SUBSCRIBE", b"MESSAGE"))
+
+
+def _op(ctx, frame, binary, body, path):
+    """A complete SEND / MESSAGE (arguments: the body, parsed when it is JSON) or SUBSCRIBE
+    (no arguments) to its first destination header, the one a broker uses."""
+    ctx.op("stomp.destination", _first_destination(frame, binary), NOARGS if frame.command == b"SUBSCRIBE" else body,
+           path)
+
+
 def _emit_frame(ctx, frame, prefix, binary):
     """Params of one frame; returns whether some of it was not valid UTF-8."""
     if frame.command is not None:
@@ -216,19 +227,22 @@ def _emit_frame(ctx, frame, prefix, binary):
                     content_type = value
                 path = _header_path(ctx, prefix, name)
             walk(ctx, value, path, 0)
+    path = prefix + ".body"
+    operation = frame.rest is None and frame.command in _OP_COMMANDS
     if frame.body:
         body, b = _text(frame.body, binary)
         bad = bad or b
-        path = prefix + ".body"
+        value = body
         if content_type is not None and frame.rest is None and _is_json(content_type):
             try:
-                obj = parse_json(body, ctx.max_depth, ctx.nodes)
+                value = parse_json(body, ctx.max_depth, ctx.nodes)
             except (ValueError, RecursionError):
-                walk(ctx, body, path, 0)
-            else:
-                walk(ctx, obj, path, 0)
-        else:
-            walk(ctx, body, path, 0)
+                pass
+        if operation:
+            _op(ctx, frame, binary, value, path)
+        walk(ctx, value, path, 0)
+    elif operation:
+        _op(ctx, frame, binary, "", path)
     if frame.rest:
         rest, b = _text(frame.rest, binary)
         walk(ctx, rest, prefix + ".partial", 0)

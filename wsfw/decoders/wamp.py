@@ -44,7 +44,7 @@ from zope.interface import implementer
 from ._binparse import TooLarge, cbor_loads, msgpack_loads
 from ._binval import error_text, is_id, is_map, is_seq, record_path, walk_value
 from ._walk import Ctx, Partial, Stop, parse_json, walk
-from .base import Decoded, IDecoder
+from .base import NOARGS, Decoded, IDecoder
 from .socketio import bytes_text
 
 TYPES = {
@@ -130,6 +130,8 @@ def _message(ctx, msg, prefix, walker):
     code = msg[0]
     shape = SHAPES.get(code)
     error = event = None
+    if code in _OPS:
+        _op(ctx, msg, code, prefix)
     if shape is None:
         ctx.add(prefix + ".type", str(code))
         fields = ()
@@ -158,6 +160,23 @@ def _message(ctx, msg, prefix, walker):
     if ef is not None and len(msg) > ef + 1 and type(msg[ef + 1]) is str:
         event = msg[ef + 1]
     return error, event
+
+
+#: WAMP code -> (the field naming its URI, whether it carries Arguments / ArgumentsKw).
+_OPS = {16: ("wamp.topic", True), 32: ("wamp.topic", False), 48: ("wamp.procedure", True),
+        64: ("wamp.procedure", False)}
+
+
+def _op(ctx, msg, code, prefix):
+    """Record a PUBLISH / SUBSCRIBE / CALL / REGISTER: its URI and, for PUBLISH and CALL,
+    ``{"args": Arguments or [], "kwargs": ArgumentsKw or {}}``."""
+    field, carries = _OPS[code]
+    uri = msg[3] if len(msg) > 3 and type(msg[3]) is str else None
+    if carries:
+        args = {"args": msg[4] if len(msg) > 4 else [], "kwargs": msg[5] if len(msg) > 5 else {}}
+    else:
+        args = NOARGS
+    ctx.op(field, uri, args, prefix)
 
 
 @implementer(IDecoder)

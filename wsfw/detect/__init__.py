@@ -142,10 +142,14 @@ class Engine:
         self._path_rules = [r for r in _PATH_RULES if enabled(r[0], r[1])]
 
     # ------------------------------------------------------------------
-    def scan(self, params: Iterable[tuple[str, str]]) -> Result:
+    def scan(self, params: Iterable[tuple[str, str]], exclude=None) -> Result:
+        """Score ``params``. ``exclude``, when given, maps a param path to the detector
+        classes and rule ids to ignore in that param (an exclusion rule); a hit it drops
+        counts nowhere, while the same rule still fires in every other param."""
         found: dict[str, Match] = {}
         cache = self._cache
         n = 0
+        skip = ()
         for item in params:
             n += 1
             if n > MAX_PARAMS:
@@ -160,10 +164,12 @@ class Engine:
             # value unscanned.
             if type(path) is not str:
                 path = str(path) if path is not None else ""
+            if exclude is not None:
+                skip = exclude(path)
             # Both key rules need one of these substrings: a cheap gate saves
             # two regex searches on every ordinary path.
             if path and self._path_rules and ("$" in path or "__proto__" in path or "prototype" in path):
-                self._scan_path(path, found)
+                self._scan_path(path, found, skip)
             if type(value) is not str:
                 if isinstance(value, (bytes, bytearray)):
                     value = bytes(value).decode("utf-8", "surrogateescape")
@@ -183,6 +189,8 @@ class Engine:
                         cache.clear()
                     cache[value] = hits
             for rule_id, cls, severity, excerpt in hits:
+                if skip and (rule_id in skip or cls in skip):
+                    continue
                 if rule_id not in found:
                     found[rule_id] = Match(detector=cls, rule_id=rule_id, cls=cls, severity=severity,
                                            score=SCORES[severity], path=path, excerpt=excerpt)
@@ -201,10 +209,10 @@ class Engine:
         score = sum(min(v, DETECTOR_CAP) for v in per_det.values())
         return Result(score=score, matches=tuple(found.values()))
 
-    def _scan_path(self, path: str, found: dict[str, Match]) -> None:
+    def _scan_path(self, path: str, found: dict[str, Match], skip=()) -> None:
         p = path[:4096]
         for rid, cls, sev, rx in self._path_rules:
-            if rid not in found:
+            if rid not in found and not (skip and (rid in skip or cls in skip)):
                 m = rx.search(p)
                 if m:
                     found[rid] = Match(detector=cls, rule_id=rid, cls=cls, severity=sev, score=SCORES[sev],

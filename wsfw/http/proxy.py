@@ -144,9 +144,13 @@ class ProxyResource:
     def _refused(self, request, path: str, query: str, session, url: str) -> bool:
         """Whether the route's WebSocket policy blocks this request body (the caller answers 403)."""
         peer = request.getClientAddress()
+        headers = ()
+        if getattr(self.pipeline, "policy", None) is not None:  # rules may test the request's headers, cookies, Origin
+            headers = tuple((name.decode("latin-1").lower(), value.decode("latin-1"))
+                            for name, values in request.requestHeaders.getAllRawHeaders() for value in values)
         verdict = self.pipeline.inspect_http_body(
             body=request.content.read(), content_type=(request.getHeader(b"content-type") or b"").decode("latin-1"),
-            peer=getattr(peer, "host", str(peer)), path=path, query=query, session=session)
+            peer=getattr(peer, "host", str(peer)), path=path, query=query, session=session, headers=headers)
         request.content.seek(0)
         if verdict.action == "forward":
             return False

@@ -23,3 +23,4 @@ class Finding:
     path: str | None = None  # the decoded parameter that triggered it
     excerpt: str = ""
     matches: tuple[dict, ...] = ()
+    tags: tuple[str, ...] = ()  # operator tags of the rule that decided (wsfw.policy)

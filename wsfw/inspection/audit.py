@@ -25,7 +25,7 @@ def escape(text: str, limit: int = EXCERPT_MAX) -> str:
 
 
 _TEXT_FIELDS = ("conn", "peer", "route", "direction", "framing", "request_path", "param", "inspector", "rule_ids",
-                "classes", "score", "enforced", "reason", "excerpt", "error")
+                "classes", "tags", "score", "enforced", "reason", "excerpt", "error")
 
 
 def _text_value(value) -> str:
@@ -60,6 +60,8 @@ class Audit:
             classes=list(finding.classes), score=finding.score, matches=list(finding.matches),
             excerpt=escape(finding.excerpt), action=action, enforced=enforced, reason=finding.reason,
         )
+        if finding.tags:
+            fields["tags"] = list(finding.tags)
         self.log.warn("{action} {classes} in {param} on {route} from {peer}", **fields)
         log.warn("{conn} {action} ({enforced_text}): {reason} in {param} from {peer} route={route}",
                  conn=conn or "-", action=action, enforced_text="enforced" if enforced else "detect only",

@@ -33,13 +33,15 @@ class DetectInspector:
     """Scores a message's parameters; blocks at or above the anomaly threshold, logs below it."""
 
     name = "detect"
+    #: inspect() takes ``exclude`` (see Engine.scan): exclusion rules act per parameter here.
+    supports_exclusions = True
 
     def __init__(self, engine, threshold: int):
         self.engine = engine
         self.threshold = threshold
 
-    def inspect(self, view, decoded):
-        result = self.engine.scan(scannable(decoded))
+    def inspect(self, view, decoded, exclude=None):
+        result = self.engine.scan(scannable(decoded), exclude)
         if not result.matches:
             return None
         top = max(result.matches, key=lambda m: m.score)

@@ -16,12 +16,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsfw import decoders
-from wsfw.hook import FORWARD, Verdict
+from wsfw.hook import FORWARD, MessageView, Verdict
 from wsfw.inspection import Finding
 from wsfw.inspection.audit import Audit
 from wsfw.interfaces import IMessageHook
 from wsfw.logs import logger
-from wsfw.relay import UPSTREAM
+from wsfw.policy.runtime import ALLOW, ConnState, Policy, exclusion_filter
+from wsfw.relay import CLIENT, UPSTREAM
 
 log = logger("wsfw.inspection")
 
@@ -55,12 +56,13 @@ MAX_HTTP_SESSIONS = 10_000
 class HttpSession:
     """One long-polling session (Engine.IO ``sid`` or SignalR ``id``) and its decoder state."""
 
-    __slots__ = ("key", "framing", "state")
+    __slots__ = ("key", "framing", "state", "policy_state")
 
     def __init__(self, key: str, framing: str):
         self.key = key
         self.framing = framing
         self.state = decoders.ConnectionState()
+        self.policy_state = None  # rate-limit buckets of the session's requests, when the route has rules
 
     @property
     def kind(self) -> str | None:
@@ -76,7 +78,7 @@ class HttpSession:
 class Pipeline:
     def __init__(self, *, route: str, mode: str, framing: str, inspect_upstream: bool, inspectors: list,
                  limits: decoders.Limits, on_decode_error: str, on_decode_limit: str, on_error: str,
-                 audit: Audit):
+                 audit: Audit, policy=None):
         self.route = route
         self.mode = mode
         self.framing = framing
@@ -87,6 +89,9 @@ class Pipeline:
         self.on_decode_limit = on_decode_limit
         self.on_error = on_error
         self.audit = audit
+        #: The route's rules and positive model (wsfw.policy.runtime.Policy), or None.
+        self.policy = policy
+        self._policy_state: dict[str, object] = {}
         self._connections: dict[tuple[str, str], tuple[str, object]] = {}
         self._http_sessions: collections.OrderedDict[str, HttpSession] = collections.OrderedDict()
 
@@ -112,6 +117,8 @@ class Pipeline:
     def connection_closed(self, conn_id: str) -> None:
         self._connections.pop((conn_id, "client"), None)
         self._connections.pop((conn_id, "upstream"), None)
+        if self._policy_state:
+            self._policy_state.pop(conn_id, None)
 
     # -- HTTP (long-polling bodies) -------------------------------------------
 
@@ -144,7 +151,8 @@ class Pipeline:
         return session
 
     def inspect_http_body(self, *, body: bytes, content_type: str | None, peer: str, path: str,
-                          query: str, session: HttpSession | None = None) -> Verdict:
+                          query: str, session: HttpSession | None = None,
+                          headers: tuple[tuple[str, str], ...] = ()) -> Verdict:
         """A verdict for one plain-HTTP request body; ``close`` means refuse it with 403.
 
         Long-polling bodies (every Engine.IO packet, every SignalR record in
@@ -152,6 +160,7 @@ class Pipeline:
         so falling back to polling evades nothing; other bodies are decoded by
         the route's framing. Binary bodies that no decoder recognises are opaque
         uploads (media, archives): size caps only, as for binary messages.
+        ``headers`` (lower-cased names) are the request's, for rules that test them.
         """
         if self.mode == "off":
             return FORWARD
@@ -170,48 +179,155 @@ class Pipeline:
             if is_binary and decoded.format in OPAQUE:
                 return FORWARD
             decoded_all = [decoded]
+        pview = pstate = None
+        if self.policy is not None:
+            pview = MessageView(conn_id="", route=self.route, peer=f"{peer}:0", direction=CLIENT, index=0, payload=body,
+                                is_binary=is_binary, subprotocol=None, path=path, query=query, headers=headers)
+            # Each request has its own headers: its own handshake-derived values; a polling
+            # session's requests share their rate-limit buckets, as a connection's messages do.
+            if session is not None:
+                if session.policy_state is None:
+                    session.policy_state = {}
+                pstate = ConnState(session.policy_state)
+            else:
+                pstate = ConnState()
         for decoded in decoded_all:
-            verdict = self._judge(decoded, "http", None, peer, "client", path, None)
+            verdict = self._judge(decoded, "http", None, peer, "client", path, None, pview, pstate)
             if verdict is not FORWARD:
                 return verdict
         return FORWARD
 
     def explain(self, payload: bytes, is_binary: bool = False, path: str = "/", query: str = "",
-                subprotocol: str | None = None, state=None):
-        """Decode one message and run every inspector without auditing: for ``wsfw inspect``.
+                subprotocol: str | None = None, state=None, trace: list | None = None,
+                headers: tuple[tuple[str, str], ...] = (), peer: str = "127.0.0.1:0", policy_state=None):
+        """Decode one message and run the route's rules, model and inspectors without auditing:
+        for ``wsfw inspect``.
 
-        Pass the same ``state`` for consecutive messages of one connection (split
-        frames, a SignalR handshake followed by MessagePack records)."""
+        Pass the same ``state`` (and ``policy_state``) for consecutive messages of one
+        connection (split frames, a SignalR handshake followed by MessagePack records, rate
+        limits). ``trace``, when given, receives ``(rule id, action, matched param)`` for every
+        rule that matched and every positive-model decision."""
         framing = decoders.select(self.framing, path, query, subprotocol)
         state = state if state is not None else decoders.ConnectionState()
         decoded = decoders.decode_message(payload, is_binary, framing, self.limits, state)
-        findings = [f for f in (i.inspect(None, decoded) for i in self.inspectors) if f is not None]
+        if self.policy is None:
+            findings = [f for f in (i.inspect(None, decoded) for i in self.inspectors) if f is not None]
+            return decoded, findings
+        findings = []
+
+        def collect(finding):
+            findings.append(finding)
+            if self.mode == "block" and finding.action in ("block", "drop"):
+                return Verdict.close(1008, finding.reason)
+            return FORWARD
+
+        view = MessageView(conn_id="inspect", route=self.route, peer=peer, direction=CLIENT, index=0,
+                           payload=payload, is_binary=is_binary, subprotocol=subprotocol, path=path, query=query,
+                           headers=tuple((k.lower(), v) for k, v in headers))
+        self._judge_policy(decoded, "message", None, peer, CLIENT, path, None, view,
+                           policy_state if policy_state is not None else ConnState(), collect, trace)
         return decoded, findings
 
     # -- the decision ----------------------------------------------------------
 
-    def _judge(self, decoded, kind, conn, peer, direction, path, view) -> Verdict:
+    def _judge(self, decoded, kind, conn, peer, direction, path, view, pview=None, pstate=None) -> Verdict:
         # The audit context is only built when there is something to audit:
         # this runs for every message.
         if decoded.error or decoded.truncated:
             verdict = self._judge_decoding(decoded, kind, conn, peer, direction, path)
             if verdict is not None:
                 return verdict
+        if self.policy is not None:
+            if pview is None:  # a WebSocket message: its connection's rule state
+                pview = view
+                pstate = self._policy_state.get(conn)
+                if pstate is None:
+                    pstate = self._policy_state[conn] = ConnState()
+            return self._judge_policy(decoded, kind, conn, peer, direction, path, view, pview, pstate)
         for inspector in self.inspectors:
             try:
                 finding = inspector.inspect(view, decoded)
             except Exception:
-                failure = Failure()
-                log.failure("inspector {inspector} raised on {conn}", failure, inspector=inspector.name,
-                            conn=conn or "-")
-                action = "allow" if self.on_error == "allow" else "close"
-                self.audit.error(conn=conn, route=self.route, inspector=inspector.name,
-                                 error=failure.getErrorMessage() or failure.type.__name__, action=action)
-                if action == "allow":
+                verdict = self._inspector_failed(inspector, conn)
+                if verdict is None:
                     continue
-                return Verdict.close(1011, "inspection error", rule=f"{inspector.name}:error")
+                return verdict
             if finding is not None:
                 verdict = self._decide(finding, self._context(decoded, kind, conn, peer, direction, path))
+                if verdict is not FORWARD:
+                    return verdict
+        return FORWARD
+
+    def _inspector_failed(self, inspector, conn) -> Verdict | None:
+        """``on_inspection_error`` for an inspector that raised: a close verdict, or None (go on)."""
+        failure = Failure()
+        log.failure("inspector {inspector} raised on {conn}", failure, inspector=inspector.name, conn=conn or "-")
+        action = "allow" if self.on_error == "allow" else "close"
+        self.audit.error(conn=conn, route=self.route, inspector=inspector.name,
+                         error=failure.getErrorMessage() or failure.type.__name__, action=action)
+        if action == "allow":
+            return None
+        return Verdict.close(1011, "inspection error", rule=f"{inspector.name}:error")
+
+    def _judge_policy(self, decoded, kind, conn, peer, direction, path, view, pview, pstate, decide=None,
+                      trace=None) -> Verdict:
+        """A message on a route with rules or a positive model (wsfw.policy): rules before
+        detection (allow / block / drop / log / rate-limit / exclude), the positive model
+        (client messages), the inspectors with the matching exclusions, then the rules that
+        test detection results. Each finding goes through ``decide`` (default: audit + verdict)."""
+        policy = self.policy
+        if decide is None:
+            decide = _Decider(self, decoded, kind, conn, peer, direction, path)
+        m = policy.message(decoded, pview, direction, len(pview.payload), pstate)
+        exclude = None
+        outcome = policy.before(m)
+        if outcome is not None:
+            if trace is not None:
+                trace.extend(outcome.hits)
+            for finding in outcome.logs:
+                decide(finding)
+            terminal = outcome.terminal
+            if terminal is ALLOW:
+                return FORWARD
+            if terminal is not None:
+                verdict = decide(terminal)
+                if verdict is not FORWARD:
+                    return verdict
+            if outcome.exclusions:
+                exclude = exclusion_filter(outcome.exclusions)
+        model = policy.model
+        if model is not None and direction == CLIENT:
+            finding = model.check(decoded)
+            if finding is not None:
+                if trace is not None:
+                    trace.append((finding.rules[0], finding.action, finding.path))
+                verdict = decide(finding)
+                if verdict is not FORWARD:
+                    return verdict
+        post = policy.post[direction]
+        findings = [] if post is not None else None
+        for inspector in self.inspectors:
+            try:
+                if exclude is None:
+                    finding = inspector.inspect(view, decoded)
+                elif getattr(inspector, "supports_exclusions", False):
+                    finding = inspector.inspect(view, decoded, exclude)
+                else:
+                    finding = _without_excluded(inspector.inspect(view, decoded), exclude)
+            except Exception:
+                verdict = self._inspector_failed(inspector, conn)
+                if verdict is None:
+                    continue
+                return verdict
+            if finding is not None:
+                if findings is not None:
+                    findings.append(finding)
+                verdict = decide(finding)
+                if verdict is not FORWARD:
+                    return verdict
+        if post is not None:
+            for finding in policy.after(m, findings, trace):
+                verdict = decide(finding)
                 if verdict is not FORWARD:
                     return verdict
         return FORWARD
@@ -247,8 +363,38 @@ class Pipeline:
         return Verdict.close(code, finding.reason, rule=rule)
 
 
+class _Decider:
+    """Pipeline._decide for one message, its audit context built on the first finding only."""
+
+    __slots__ = ("pipeline", "args", "context")
+
+    def __init__(self, pipeline, *args):
+        self.pipeline = pipeline
+        self.args = args
+        self.context = None
+
+    def __call__(self, finding) -> Verdict:
+        if self.context is None:
+            self.context = self.pipeline._context(*self.args)
+        return self.pipeline._decide(finding, self.context)
+
+
+def _without_excluded(finding, exclude):
+    """An inspector's finding, or None when an exclusion covers all its rules or classes at its param
+    (for inspectors that cannot apply exclusions per parameter themselves)."""
+    if finding is None or finding.path is None:
+        return finding
+    ids = exclude(finding.path)
+    if ids and ((finding.rules and set(finding.rules) <= ids) or (finding.classes and set(finding.classes) <= ids)):
+        return None
+    return finding
+
+
 def build_pipelines(config, audit: Audit) -> dict:
-    """A pipeline per route, sharing inspector instances (they are stateless and compiled once)."""
+    """A pipeline per route, sharing inspector instances (they are stateless and compiled once).
+
+    A route with rules or a positive model ([rule:*], [model:ROUTE], rule files) gets its own
+    compiled, indexed wsfw.policy Policy; the others get none and pay nothing for it."""
     from wsfw.inspection.registry import factories
 
     known, _ = factories()
@@ -260,6 +406,18 @@ def build_pipelines(config, audit: Audit) -> dict:
         route.name: Pipeline(route=route.name, mode=config.mode_for(route), framing=route.framing,
                              inspect_upstream=route.inspect_upstream, inspectors=inspectors, limits=limits,
                              on_decode_error=inspection.on_decode_error, on_decode_limit=inspection.on_decode_limit,
-                             on_error=config.settings.on_inspection_error, audit=audit)
+                             on_error=config.settings.on_inspection_error, audit=audit,
+                             policy=route_policy(config, route.name))
         for route in config.routes
     }
+
+
+def route_policy(config, route: str):
+    """The compiled Policy of ``route``, or None when it has no rules and no positive model."""
+    policy = getattr(config, "policy", None)
+    if not policy:
+        return None
+    rules, model = policy.for_route(route)
+    if not rules and model is None:
+        return None
+    return Policy(route, rules, model, config.settings)
