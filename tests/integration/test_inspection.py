@@ -76,6 +76,7 @@ class BlockTests(InspectionBase):
         self.assertEqual((record["action"], record["enforced"], record["framing"], record["direction"]),
                          ("block", True, "socketio", "client"))
         self.assertEqual(record["param"], "socketio.args[0]")
+        self.assertEqual(record["operation"], "chat message")
         self.assertIn("xss", record["classes"])
         for field in ("log_time", "conn", "peer", "route", "rule_ids", "score", "excerpt", "matches"):
             self.assertIn(field, record)
@@ -147,6 +148,7 @@ class SignalRPollingTests(InspectionBase):
         self.assertEqual((yield self.post(url, attack)), 403)
         record = read_audit(self.audit_path)[-1]
         self.assertEqual((record["kind"], record["framing"], record["param"]), ("http", "signalr", "signalr.arguments[1]"))
+        self.assertEqual(record["operation"], "Send", "the SignalR target is the audited operation")
         yield self.assert_session_ended("tok-json")
         self.assertFalse([b for _, b in self.app.http_bodies if b"svg" in b], "the attack reached the app")
 

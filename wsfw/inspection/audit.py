@@ -53,10 +53,13 @@ class Audit:
         self.log = Logger(namespace="wsfw.audit", observer=self.publisher)
 
     def decision(self, *, kind: str, conn: str | None, peer: str, route: str, direction: str, framing: str,
-                 finding, enforced: bool, action: str, path: str) -> None:
+                 finding, enforced: bool, action: str, path: str, operation: str | None = None) -> None:
+        """One audit record. ``framing`` is the decoder that read the message, ``operation``
+        the framework's own field (Socket.IO event, SignalR target, STOMP destination, WAMP
+        procedure, GraphQL operationName, JSON-RPC method), if any."""
         fields = dict(
             kind=kind, conn=conn, peer=peer, route=route, direction=direction, framing=framing,
-            request_path=path, param=finding.path, inspector=finding.inspector, rule_ids=list(finding.rules),
+            operation=operation, request_path=path, param=finding.path, inspector=finding.inspector, rule_ids=list(finding.rules),
             classes=list(finding.classes), score=finding.score, matches=list(finding.matches),
             excerpt=escape(finding.excerpt), action=action, enforced=enforced, reason=finding.reason,
         )

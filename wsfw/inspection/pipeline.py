@@ -334,7 +334,7 @@ class Pipeline:
 
     def _context(self, decoded, kind, conn, peer, direction, path) -> dict:
         return dict(kind=kind, conn=conn, peer=peer, route=self.route, direction=direction, framing=decoded.format,
-                    path=path)
+                    operation=decoded.event, path=path)
 
     def _judge_decoding(self, decoded, kind, conn, peer, direction, path) -> Verdict | None:
         """The decode-error and decode-limit policies; None = go on inspecting."""
