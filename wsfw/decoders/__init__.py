@@ -71,7 +71,7 @@ import binascii
 
 from zope.interface import implementer
 
-from ._walk import Ctx, Stop, flat_params, may_nest, nested, parse_json, walk
+from ._walk import Ctx, Stop, flat_params, json_root, may_nest, nested, parse_json, walk
 from .base import NOARGS, ConnectionState, Decoded, IDecoder, Limits, Op
 from .socketio import SocketIODecoder, bytes_text, decode_binary, decode_text
 
@@ -308,21 +308,14 @@ def _sniff(payload, is_binary, limits, state):
             if decoder.sniff_text(text):
                 _claim(state, decoder)
                 return decoder.decode(payload, False, limits, state)
-    c = text[:1]
-    if c in " \t\r\n":
-        c = text.lstrip(" \t\r\n")[:1]
-    if c == "{" or c == "[":
-        try:
-            obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
-        except ValueError:
-            pass
-        else:
-            if frameworks:
-                for decoder in _JSON_SNIFFERS:
-                    if decoder.sniff_json(obj):
-                        _claim(state, decoder)
-                        return decoder.decode_json(text, obj, limits, state, error)
-            return _json_params(text, obj, limits, error)
+    obj = json_root(text, limits)
+    if obj is not None:
+        if frameworks:
+            for decoder in _JSON_SNIFFERS:
+                if decoder.sniff_json(obj):
+                    _claim(state, decoder)
+                    return decoder.decode_json(text, obj, limits, state, error)
+        return _json_params(text, obj, limits, error)
     return _text_params(text, limits, error)
 
 

@@ -141,6 +141,26 @@ def looks_like_text(payload):
     return True
 
 
+def varint(data, pos, max_bytes):
+    """(value, end) of the base-128 little-endian VarInt at ``pos`` (SignalR's record length,
+    MQTT's remaining length), at most ``max_bytes`` long; (None, -1) if it runs longer,
+    (None, pos) if the data ends inside it."""
+    value = shift = 0
+    n = len(data)
+    k = pos
+    limit = 7 * max_bytes
+    while k < n:
+        b = data[k]
+        k += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, k
+        shift += 7
+        if shift >= limit:
+            return None, -1
+    return None, pos
+
+
 def record_path(base, i):
     """Param prefix of the ``i``-th record / packet of one message: the first is unprefixed
     (``signalr.target``), later ones are indexed (``signalr[1].target``)."""

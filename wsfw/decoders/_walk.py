@@ -94,6 +94,20 @@ def parse_json(s, max_depth, max_items=100_000):
     return obj
 
 
+def json_root(text, limits):
+    """The parsed document when ``text`` is a JSON object or array (leading blanks allowed),
+    else None: how a message or a payload of no declared type is told apart from text."""
+    c = text[:1]
+    if c in _WS_CHARS:
+        c = text.lstrip(" \t\r\n")[:1]
+    if c != "{" and c != "[":
+        return None
+    try:
+        return parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
+    except ValueError:
+        return None
+
+
 _TOK = re.compile(
     r"""[ \t\n\r]*(?:
       ([\[{])

@@ -40,8 +40,8 @@ from __future__ import annotations
 
 from zope.interface import implementer
 
-from ._binval import Pending, record_path
-from ._walk import Ctx, Stop, is_plain_key, key_path, parse_json, walk
+from ._binval import Pending, record_path, varint
+from ._walk import Ctx, Stop, is_plain_key, json_root, key_path, walk
 from .base import IDecoder
 from .socketio import bytes_text
 
@@ -305,20 +305,8 @@ class _State:
 
 
 def _remaining_length(data, pos):
-    """(value, end) of the remaining length at ``pos``; (None, -1) malformed, (None, pos) cut."""
-    value = shift = 0
-    n = len(data)
-    k = pos
-    while k < n:
-        b = data[k]
-        k += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, k
-        shift += 7
-        if shift >= 28:
-            return None, -1
-    return None, pos
+    """The fixed header's remaining length: a VarInt of at most four bytes."""
+    return varint(data, pos, 4)
 
 
 @implementer(IDecoder)
@@ -470,18 +458,8 @@ def _payload(ctx, data, path, limits):
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return
-    c = text[:1]
-    if c in " \t\r\n":
-        c = text.lstrip(" \t\r\n")[:1]
-    if c == "{" or c == "[":
-        try:
-            obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
-        except ValueError:
-            pass
-        else:
-            walk(ctx, obj, path, 1)
-            return
-    walk(ctx, text, path, 1)
+    obj = json_root(text, limits)
+    walk(ctx, text if obj is None else obj, path, 1)
 
 
 DECODERS = [MQTTDecoder()]

@@ -50,7 +50,7 @@ from __future__ import annotations
 from zope.interface import implementer
 
 from ._binparse import msgpack_loads
-from ._binval import Pending, error_text, record_path, walk_value
+from ._binval import Pending, error_text, record_path, varint, walk_value
 from ._walk import Ctx, Partial, Stop, is_plain_key, key_path, parse_json, walk
 from .base import IDecoder, Limits
 from .socketio import bytes_text
@@ -310,20 +310,8 @@ def _decode_binary(ctx, data, limits, st):
 
 
 def _varint(data, pos):
-    """(value, end) of the VarInt at ``pos``; (None, -1) if malformed, (None, pos) if cut."""
-    value = shift = 0
-    n = len(data)
-    k = pos
-    while k < n:
-        b = data[k]
-        k += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, k
-        shift += 7
-        if shift >= 7 * _MAX_VARINT:
-            return None, -1
-    return None, pos
+    """A record's length prefix: a VarInt of at most five bytes."""
+    return varint(data, pos, _MAX_VARINT)
 
 
 def _msgpack_record(ctx, body, prefix, limits):
