@@ -1,26 +1,37 @@
-"""wsfw relay benchmark: what wsfw costs on top of a bare Autobahn relay.
+"""wsfw relay benchmark: what wsfw costs, per inspection mode, on top of a bare Autobahn relay.
 
-Three targets in one run, each in front of the same Autobahn echo server:
+Five targets in one run:
 
-``direct``       the echo server itself (the floor: one Autobahn server hop);
+``direct``       bench/echo_upstream.py, an Autobahn echo server (the floor:
+                 one Autobahn server hop);
 ``plain-relay``  bench/plain_relay.py, a minimal Autobahn relay (the baseline);
-``wsfw``         the daemon, started with twistd as in production.
+``wsfw-off``, ``wsfw-detect``, ``wsfw-block``
+                 the daemon, started with twistd as in production, one per
+                 ``[wsfw] mode`` (all detectors on, shipped defaults otherwise).
 
-Per target: an idle phase (K connections opened and held: the server's RSS per
-connection, handshakes/s, how many still echo) and a throughput phase per
-message size (N connections x W messages in flight, closed loop: round
-trips/s, latency percentiles, and the server's CPU time per round trip from
-/proc/PID/stat). All servers start first; the idle phases run on servers
-that have carried no traffic yet, then each size runs on the three targets in
-turn (``--repeat R``: R interleaved rounds, medians reported), so the windows
-compared are close in time. The server under test runs alone on CPU 1; the
-generator and the echo server share CPU 0. CPU time per round trip is the
-figure to compare: rates and latencies move with whatever else the machine
-runs, CPU time per round trip much less.
+The relays all forward to the same upstream, bench/lean_echo.py, a lean
+asyncio echo server that leaves the load side's core room to spare.
 
-    .venv/bin/python bench/relay_bench.py [--quick] [--repeat R] [--out bench/results/NAME.json]
+Phases, all servers started first:
 
-Prints a markdown table and writes every raw figure as JSON. See bench/README.md.
+1. idle: K connections opened and held on servers that carried no traffic
+   yet (RSS per connection, handshakes/s, how many still echo);
+2. closed-loop throughput per message size (64 B, 1 KiB, 16 KiB): N
+   connections x W messages in flight; round trips/s and the server's CPU time
+   per round trip (/proc/PID/stat); ``--repeat R`` interleaved rounds, medians;
+3. open-loop latency at fixed rates (1,000 and 5,000 msg/s over 100
+   connections): p50/p99/p99.9 from the *scheduled* send time, achieved rate,
+   errors, and the generator's own lag and CPU.
+
+Each phase runs on the targets in turn, so the windows compared are close in
+time. The server under test runs alone on CPU 1; the generator and the
+upstream share CPU 0. CPU time per round trip is the figure to compare: rates
+and latencies move with whatever else the machine runs, CPU time much less.
+
+    .venv/bin/python bench/relay_bench.py [--quick] [--targets LIST] [--repeat R] [--readme]
+
+Prints a markdown table, writes every raw figure as JSON (bench/results/),
+and with ``--readme`` puts the table into bench/README.md. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -48,16 +59,25 @@ from loadgen import CLK_TCK, cpu_jiffies, proc_cpu_ticks  # bench/ is on sys.pat
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+README = BENCH / "README.md"
 PYTHON = sys.executable
 TWISTD = str(Path(sys.executable).parent / "twistd")
-TARGETS = ("direct", "plain-relay", "wsfw")
+WSFW_MODES = {"wsfw-off": "off", "wsfw-detect": "detect", "wsfw-block": "block"}
+TARGETS = ("direct", "plain-relay", *WSFW_MODES)
 SERVER_CPU, LOAD_CPU = 1, 0  # the server under test gets CPU 1 to itself
-BACKLOG = 1024               # same listen backlog on all three servers
+BACKLOG = 1024               # same listen backlog on all servers
+#: Ratio columns of the table: (numerator, denominator).
+RATIOS = (("wsfw-block", "plain-relay"), ("wsfw-block", "wsfw-off"))
+#: bench/README.md's results section lies between these lines (``--readme`` rewrites it).
+README_BEGIN = "<!-- relay_bench results: begin (written by bench/relay_bench.py --readme) -->"
+README_END = "<!-- relay_bench results: end -->"
 
 WSFW_CONFIG = """\
 # Written by bench/relay_bench.py: wsfw with its shipped defaults, quiet logs.
 [wsfw]
 mode = {mode}
+# one process unless --workers says otherwise: the figures are per worker
+workers = {workers}
 
 [listen:bench]
 endpoint = tcp:{port}:interface=127.0.0.1:backlog={backlog}
@@ -71,6 +91,10 @@ max_connections = 0
 [log]
 level = warn
 connections = no
+
+[admin]
+# on, as shipped (metrics are part of the cost), on a fresh port
+endpoint = tcp:0:interface=127.0.0.1
 """
 
 
@@ -111,7 +135,7 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
-    def start(self, timeout: float = 30.0) -> "Server":
+    def start(self, timeout: float = 60.0) -> "Server":
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, preexec_fn=child_setup(self.cpu))
@@ -132,13 +156,17 @@ class Server:
         except OSError:
             return ""
 
-    def warnings(self) -> int:
-        """Lines the server logged at warn level or worse (Twisted's ``[namespace#level]`` format)."""
+    def warnings(self) -> dict:
+        """Lines the server logged at warn level or worse (Twisted's ``[namespace#level]`` format):
+        how many, how many were close-handshake timeouts, and a few of the others."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
-            return 0
-        return len(re.findall(r"#(?:warn|error|critical)\]", text))
+            return {"count": 0, "close_timeouts": 0, "others": []}
+        lines = [line for line in text.splitlines() if re.search(r"#(?:warn|error|critical)\]", line)]
+        others = [line.split(" ", 1)[-1] for line in lines if "closing handshake timeout" not in line]
+        return {"count": len(lines), "close_timeouts": len(lines) - len(others),
+                "others": list(dict.fromkeys(re.sub(r"\d+", "N", o)[:300] for o in others))[:10]}
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers; safe to call twice."""
@@ -225,6 +253,15 @@ def machine_info() -> dict:
     }
 
 
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages (``/proc/loadavg``), e.g. ``"0.52 0.31 0.20"``."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def _proc_ticks() -> dict[int, tuple[int, str]]:
     out = {}
     for entry in os.listdir("/proc"):
@@ -275,30 +312,74 @@ def idle_probe(seconds: float) -> dict:
 
 # -- phases ---------------------------------------------------------------------
 
-def idle_phase(target: str, server: "Server", cfg: argparse.Namespace, log) -> dict:
+def idle_phase(target: str, server: "Server", upstream: "Server | None", cfg: argparse.Namespace, log) -> dict:
     """K idle connections: the server's RSS per connection, handshakes/s, how many still echo."""
     log(f"[{target}] idle: {cfg.idle_conns} connections, {cfg.concurrency} handshakes at a time")
-    result = loadgen("idle", server.port, {"server": server.pid}, timeout=cfg.idle_timeout + 120,
+    result = loadgen("idle", server.port, watched(server, upstream), timeout=cfg.idle_timeout + 120,
                      cpu=LOAD_CPU if cfg.pin else None, conns=cfg.idle_conns, concurrency=cfg.concurrency,
                      settle=cfg.settle, open_timeout=cfg.idle_timeout, size=64)
+    if result.get("opened"):
+        result["round_trips"] = result["opened"]  # per handshake, for ``derive``
+        derive(result, server_cpu=SERVER_CPU if cfg.pin else None)
+        result["server_cpu_us_per_handshake"] = result.pop("server_cpu_us_per_rt", None)
+        for key in ("round_trips", "echo_cpu_us_per_rt", "generator_cpu_us_per_rt"):
+            result.pop(key, None)
     log(f"[{target}]   {summary_idle(result)}")
     return result
 
 
-def throughput_phase(target: str, server: "Server", echo: "Server", size: int, cfg: argparse.Namespace,
+def watched(server: "Server", upstream: "Server | None") -> dict[str, int]:
+    """The processes whose CPU a phase reports: the server under test and, behind a relay, the upstream."""
+    return {"server": server.pid, **({"echo": upstream.pid} if upstream is not None else {})}
+
+
+def throughput_phase(target: str, server: "Server", upstream: "Server | None", size: int, cfg: argparse.Namespace,
                      log) -> dict:
     """N connections x W in flight: rate, latency, and the server's CPU time per round trip."""
-    watch = {"server": server.pid}
-    if server is not echo:
-        watch["echo"] = echo.pid
     log(f"[{target}] throughput: {size} B, {cfg.conns} x {cfg.window} in flight, "
         f"{cfg.warmup:g}s warm-up + {cfg.duration:g}s")
-    result = loadgen("throughput", server.port, watch, timeout=cfg.warmup + cfg.duration + 90,
+    result = loadgen("throughput", server.port, watched(server, upstream), timeout=cfg.warmup + cfg.duration + 90,
                      cpu=LOAD_CPU if cfg.pin else None, conns=cfg.conns, window=cfg.window, size=size,
                      warmup=cfg.warmup, duration=cfg.duration)
     derive(result, server_cpu=SERVER_CPU if cfg.pin else None)
     log(f"[{target}]   {summary_run(result)}")
     return result
+
+
+def rate_phase(target: str, server: "Server", upstream: "Server | None", rate: int, cfg: argparse.Namespace,
+               log) -> dict:
+    """Open loop at a fixed rate: latency from the schedule, achieved rate, errors, generator lag."""
+    log(f"[{target}] rate: {rate:,} msg/s over {cfg.rate_conns} connections, {cfg.rate_size} B, "
+        f"{cfg.rate_warmup:g}s warm-up + {cfg.duration:g}s")
+    result = loadgen("rate", server.port, watched(server, upstream),
+                     timeout=cfg.rate_warmup + cfg.duration + cfg.rate_drain + 90, cpu=LOAD_CPU if cfg.pin else None,
+                     conns=cfg.rate_conns, rate=rate, size=cfg.rate_size, warmup=cfg.rate_warmup,
+                     duration=cfg.duration, drain=cfg.rate_drain)
+    derive(result, server_cpu=SERVER_CPU if cfg.pin else None)
+    if "error" not in result:
+        result["status"] = rate_status(result)
+    log(f"[{target}]   {summary_rate(result)}")
+    return result
+
+
+def rate_status(run: dict) -> str:
+    """One phrase for the table: ok, or what went wrong (overload, lost messages, a late generator)."""
+    notes = []
+    if run.get("overloaded_at_s") is not None:
+        notes.append(f"overloaded at {run['overloaded_at_s']:.1f} s")
+    elif (run.get("rate") or 0) < 0.98 * run["rate_target"]:
+        notes.append(f"not sustained ({100 * (run.get('rate') or 0) / run['rate_target']:.0f} % achieved)")
+    if (run.get("server_cpu_pct") or 0) >= 95:
+        notes.append(f"server saturated ({run['server_cpu_pct']:.0f} % CPU)")
+    errors = run.get("unanswered", 0) + run.get("not_sent_closed", 0) + run.get("closed_by_server", 0) + \
+        run.get("bad_frames", 0)
+    if errors:
+        notes.append(f"{errors:,} errors")
+    if run.get("generator_behind"):
+        notes.append("generator behind")
+    if (run.get("load_side_cpu_pct") or 0) >= 85:
+        notes.append(f"load side at {run['load_side_cpu_pct']:.0f} % of its core")
+    return ", ".join(notes) or "ok"
 
 
 def derive(run: dict, server_cpu: int | None) -> None:
@@ -315,6 +396,9 @@ def derive(run: dict, server_cpu: int | None) -> None:
     if echo:
         run["echo_cpu_us_per_rt"] = 1e6 * echo["cpu_s"] / run["round_trips"]
     run["generator_cpu_pct"] = cpu["generator"]["cpu_pct"]
+    run["load_side_cpu_pct"] = run["generator_cpu_pct"] + (echo["cpu_pct"] if echo else 0)  # all on CPU 0
+    if echo:
+        run["echo_cpu_pct"] = echo["cpu_pct"]
     run["generator_cpu_us_per_rt"] = 1e6 * cpu["generator"]["cpu_s"] / run["round_trips"]
     if server_cpu is not None and server:
         ours = {f"cpu{server_cpu}": server["cpu_pct"],
@@ -326,7 +410,8 @@ def derive(run: dict, server_cpu: int | None) -> None:
 #: The per-run figures the table shows, as key paths; ``aggregate`` takes their medians over rounds.
 FIGURES = (("rate",), ("latency_us", "p50"), ("latency_us", "p99"), ("latency_us", "p99.9"),
            ("server_cpu_us_per_rt",), ("server_cpu_pct",), ("generator_cpu_pct",), ("echo_cpu_us_per_rt",),
-           ("other_load_pct", f"cpu{SERVER_CPU}"), ("other_load_pct", f"cpu{LOAD_CPU}"))
+           ("other_load_pct", f"cpu{SERVER_CPU}"), ("other_load_pct", f"cpu{LOAD_CPU}"),
+           ("send_lag_us", "p99"), ("send_lag_us", "max"), ("echo_cpu_pct",))
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -337,23 +422,35 @@ def aggregate(runs: list[dict]) -> dict:
         out["error"] = runs[-1]["error"] if runs else "no run"
         return out
     for path in FIGURES:
-        values = [v for v in (_get(r, *path) for r in ok) if v is not None]
-        if not values:
+        values = [_get(r, *path) for r in ok]
+        if not any(v is not None for v in values):
             continue
         node = out
         for key in path[:-1]:
             node = node.setdefault(key, {})
-        node[path[-1]] = statistics.median(values)
+        # A latency percentile that fell among unanswered messages is None: it stays None (worst) in the median.
+        known = sorted(v for v in values if v is not None)
+        node[path[-1]] = statistics.median(known + [float("inf")] * (len(values) - len(known)))
+        if node[path[-1]] == float("inf"):
+            node[path[-1]] = None
     cpu = [r["server_cpu_us_per_rt"] for r in ok if "server_cpu_us_per_rt" in r]
     if cpu:
         out["server_cpu_us_per_rt_range"] = [min(cpu), max(cpu)]
+    if any("status" in r for r in ok):
+        statuses = [r.get("status", "?") for r in ok]
+        out["status"] = statuses[0] if len(set(statuses)) == 1 else "; ".join(statuses)
+    out["errors"] = sum(r.get(k, 0) or 0 for r in ok for k in ("unanswered", "not_sent_closed", "closed_by_server",
+                                                               "bad_frames")) + \
+        sum(sum(r.get("open_errors", {}).values()) for r in ok) + (len(runs) - len(ok))
     return out
 
 
 def summary_idle(idle: dict) -> str:
     if "error" in idle:
         return f"ERROR {idle['error']}"
-    return (f"opened {idle['opened']}/{idle['target']} in {idle['open_seconds']:.1f}s, "
+    return (f"opened {idle['opened']}/{idle['target']} in {idle['open_seconds']:.1f}s "
+            f"({idle.get('server_cpu_us_per_handshake') or float('nan'):.0f} µs server CPU per handshake, "
+            f"{idle.get('server_cpu_pct') or 0:.0f}% CPU), "
             f"{idle.get('kib_per_conn', float('nan')):.1f} KiB/conn, alive {idle['alive']}")
 
 
@@ -363,6 +460,17 @@ def summary_run(run: dict) -> str:
     return (f"{run['rate']:.0f} rt/s, p50 {run['latency_us']['p50'] / 1000:.1f} ms, "
             f"server {run.get('server_cpu_us_per_rt', float('nan')):.1f} µs/rt "
             f"({run.get('server_cpu_pct', 0):.0f}% CPU), generator {run['generator_cpu_pct']:.0f}% CPU")
+
+
+def summary_rate(run: dict) -> str:
+    if "error" in run:
+        return f"ERROR {run['error']}"
+    lat = run["latency_us"]
+    ms = lambda v: f"{v / 1000:.2f}" if v is not None else "unanswered"  # noqa: E731
+    return (f"{run['status']}: achieved {run.get('rate') or 0:,.0f} msg/s, p50/p99/p99.9 {ms(lat['p50'])}/"
+            f"{ms(lat['p99'])}/{ms(lat['p99.9'])} ms, server {run.get('server_cpu_us_per_rt', float('nan')):.1f} "
+            f"µs/rt ({run.get('server_cpu_pct', 0):.0f}% CPU), generator lag p99 "
+            f"{run['send_lag_us']['p99'] or 0:.0f} µs, {run.get('generator_cpu_pct', 0):.0f}% CPU")
 
 
 # -- the report -------------------------------------------------------------------
@@ -375,36 +483,75 @@ def _get(data: dict, *path):
     return data
 
 
-def rows(results: dict, sizes, repeat: int = 1) -> list[tuple[str, list, str, bool]]:
+def size_label(size: int) -> str:
+    return f"{size} B" if size < 1024 else f"{size // 1024} KiB"
+
+
+class Lost(str):
+    """A table cell for a latency percentile that fell among messages never answered."""
+
+
+def rows(results: dict, targets, cfg) -> list[tuple[str, list, str, bool]]:
     """(label, values per target, format, ratio wanted) for every row of the table."""
     out = []
-    for size in sizes:
-        s = str(size)
-        label = f"{size} B" if size < 1024 else f"{size // 1024} KiB"
+
+    def pair(a, b):  # two figures in one cell
+        return [None if x is None and y is None else
+                " / ".join(f"{v:.0f}" if v is not None else "–" for v in (x, y)) for x, y in zip(a, b)]
+
+    for size in cfg.sizes:
+        label = size_label(size)
 
         def tp(*path):
-            return [_get(results, t, "throughput", s, *path) for t in TARGETS]
+            return [_get(results, t, "throughput", str(size), *path) for t in targets]
 
         out += [
             (f"{label}: round trips/s", tp("rate"), "{:,.0f}", True),
-            (f"{label}: latency p50 (µs)", tp("latency_us", "p50"), "{:,.0f}", True),
-            (f"{label}: latency p99 (µs)", tp("latency_us", "p99"), "{:,.0f}", True),
-            (f"{label}: latency p99.9 (µs)", tp("latency_us", "p99.9"), "{:,.0f}", True),
             (f"{label}: **server CPU µs / round trip** (direct: echo server)", tp("server_cpu_us_per_rt"),
              "{:.1f}", True),
+            *([(f"{label}: server CPU µs / round trip, min–max of {cfg.repeat} rounds",
+                tp("server_cpu_us_per_rt_range"), "{0[0]:.1f}–{0[1]:.1f}", False)] if cfg.repeat > 1 else []),
             (f"{label}: server CPU (% of a core)", tp("server_cpu_pct"), "{:.0f}", False),
-            *([(f"{label}: server CPU µs / round trip, min–max of {repeat} rounds",
-                tp("server_cpu_us_per_rt_range"), "{0[0]:.1f}–{0[1]:.1f}", False)] if repeat > 1 else []),
             (f"{label}: generator CPU (% of a core)", tp("generator_cpu_pct"), "{:.0f}", False),
-            (f"{label}: echo CPU µs / round trip (behind a relay)", tp("echo_cpu_us_per_rt"), "{:.1f}", False),
-            (f"{label}: other load on CPU {SERVER_CPU} (%)", tp("other_load_pct", f"cpu{SERVER_CPU}"),
-             "{:.0f}", False),
-            (f"{label}: other load on CPU {LOAD_CPU} (%)", tp("other_load_pct", f"cpu{LOAD_CPU}"),
-             "{:.0f}", False),
+            (f"{label}: upstream CPU µs / round trip (lean echo, behind a relay)", tp("echo_cpu_us_per_rt"),
+             "{:.1f}", False),
+            (f"{label}: other load on CPU {SERVER_CPU} / CPU {LOAD_CPU} (%)",
+             pair(tp("other_load_pct", f"cpu{SERVER_CPU}"), tp("other_load_pct", f"cpu{LOAD_CPU}")), "{}", False),
+        ]
+    out.append(("closed loop: errors (all sizes and rounds)",
+                [sum(_get(results, t, "throughput", str(size), "errors") or 0 for size in cfg.sizes)
+                 if _get(results, t, "throughput") else None for t in targets], "{:,}", False))
+
+    for rate in cfg.rates:
+        label = f"{rate:,} msg/s"
+
+        def rt(*path):
+            return [_get(results, t, "rate", str(rate), *path) for t in targets]
+
+        def ms(*path):  # a latency in ms; None for a percentile among unanswered messages
+            return [(v / 1000 if v is not None else Lost("unanswered") if run is not None and "error" not in run
+                     else None) for v, run in zip(rt(*path), rt())]
+
+        out += [
+            (f"{label}: status", rt("status"), "{}", False),
+            (f"{label}: achieved (msg/s)", rt("rate"), "{:,.0f}", True),
+            (f"{label}: latency p50 (ms)", ms("latency_us", "p50"), "{:,.2f}", True),
+            (f"{label}: **latency p99 (ms)**", ms("latency_us", "p99"), "{:,.2f}", True),
+            (f"{label}: latency p99.9 (ms)", ms("latency_us", "p99.9"), "{:,.2f}", True),
+            (f"{label}: server CPU µs / round trip", rt("server_cpu_us_per_rt"), "{:.1f}", True),
+            (f"{label}: server CPU (% of a core)", rt("server_cpu_pct"), "{:.0f}", False),
+            (f"{label}: errors (unanswered, closed, bad)", rt("errors"), "{:,}", False),
+            (f"{label}: generator send lag p99 / max (ms)",
+             [f"{a / 1000:.2f} / {b / 1000:.2f}" if a is not None and b is not None else None
+              for a, b in zip(rt("send_lag_us", "p99"), rt("send_lag_us", "max"))], "{}", False),
+            (f"{label}: generator / upstream CPU (% of a core)", pair(rt("generator_cpu_pct"), rt("echo_cpu_pct")),
+             "{}", False),
+            (f"{label}: other load on CPU {SERVER_CPU} / CPU {LOAD_CPU} (%)",
+             pair(rt("other_load_pct", f"cpu{SERVER_CPU}"), rt("other_load_pct", f"cpu{LOAD_CPU}")), "{}", False),
         ]
 
     def idle(key):
-        return [_get(results, t, "idle", key) for t in TARGETS]
+        return [_get(results, t, "idle", key) for t in targets]
 
     def mib(values):
         return [v / 1024 if v is not None else None for v in values]
@@ -412,95 +559,137 @@ def rows(results: dict, sizes, repeat: int = 1) -> list[tuple[str, list, str, bo
     out += [
         ("idle: connections opened", idle("opened"), "{:,}", False),
         ("idle: handshakes/s", idle("handshakes_per_s"), "{:,.0f}", True),
+        ("idle: server CPU µs / handshake", idle("server_cpu_us_per_handshake"), "{:,.0f}", True),
+        ("idle: server CPU while opening (% of a core)", idle("server_cpu_pct"), "{:.0f}", False),
+        (f"idle: other load on CPU {SERVER_CPU} / CPU {LOAD_CPU} while opening (%)",
+         pair(*[[_get(results, t, "idle", "other_load_pct", f"cpu{n}") for t in targets]
+                for n in (SERVER_CPU, LOAD_CPU)]), "{}", False),
         ("idle: server RSS before (MiB)", mib(idle("rss_before_kib")), "{:.1f}", False),
         ("idle: server RSS with all open (MiB)", mib(idle("rss_after_kib")), "{:.1f}", False),
         ("idle: **server KiB per idle connection**", idle("kib_per_conn"), "{:.1f}", True),
         ("idle: connections still echoing", idle("alive"), "{:,}", False),
-        ("server log: warnings over the whole run", [_get(results, t, "log_warnings") for t in TARGETS],
-         "{:,}", False),
+        ("server log: warnings over the whole run (close-handshake timeouts)",
+         [f"{w['count']:,} ({w['close_timeouts']:,})" if w else None
+          for w in (_get(results, t, "log_warnings") for t in targets)], "{}", False),
     ]
     return out
 
 
-def table(results: dict, sizes, repeat: int = 1) -> str:
-    lines = ["| figure | direct | plain-relay | wsfw | wsfw / plain-relay |", "|---|---:|---:|---:|---:|"]
-    for label, values, fmt, ratio in rows(results, sizes, repeat):
-        cells = [fmt.format(v) if v is not None else "–" for v in values]
-        plain, wsfw = values[1], values[2]
-        r = f"{wsfw / plain:.2f}×" if ratio and plain and wsfw is not None else ""
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {r} |")
+def table(results: dict, targets, cfg) -> str:
+    ratios = [(a, b) for a, b in RATIOS if a in targets and b in targets]
+    lines = ["| figure | " + " | ".join(targets) + "".join(f" | {a.removeprefix('wsfw-')} / {b}" for a, b in ratios)
+             + " |",
+             "|---|" + "---:|" * (len(targets) + len(ratios))]
+    for label, values, fmt, want_ratio in rows(results, targets, cfg):
+        cells = [v if isinstance(v, Lost) else fmt.format(v) if v is not None else "–" for v in values]
+        extra = []
+        for a, b in ratios:
+            x, y = values[targets.index(a)], values[targets.index(b)]
+            ok = want_ratio and isinstance(x, (int, float)) and isinstance(y, (int, float)) and y
+            extra.append(f"{x / y:.2f}×" if ok else "")
+        lines.append(f"| {label} | " + " | ".join(cells + extra) + " |")
     return "\n".join(lines)
 
 
 def header(report: dict) -> str:
     m, c, probe = report["machine"], report["config"], report["idle_probe"]
+    started = report["started_utc"].replace("T", " ").replace("Z", " UTC")
     lines = [
-        f"Run {report['started_utc']} ({'quick' if c['quick'] else 'full'}), {report['elapsed_s']:.0f}s, "
-        f"wsfw {m['wsfw_commit']} (mode {report.get('wsfw_mode', 'block')}); "
-        f"{m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, Python {m['python']}, "
-        f"Twisted {m['twisted']}, Autobahn {m['autobahn']}; "
-        f"{'server under test pinned to CPU 1, generator + echo to CPU 0' if c['pin'] else 'no CPU pinning'}.",
-        f"Throughput: {c['conns']} connections x {c['window']} in flight, {c['warmup']:g}s warm-up + "
-        f"{c['duration']:g}s" + (f", {c['repeat']} interleaved rounds (medians)" if c["repeat"] > 1 else "")
-        + f"; idle: {c['idle_conns']} connections, {c['concurrency']} handshakes at a time.",
-        "Idle probe before the run: " + ", ".join(f"{n} {v['busy_pct']:.0f}% busy"
-                                                  for n, v in probe["cpus"].items() if n != "cpu")
-        + (" -- the machine was NOT idle: " + "; ".join(f"{p['comm']} {p['cpu_pct']:.0f}%"
-                                                        for p in probe["top"]) if probe["busy"] else " (idle)."),
+        f"- **Run:** {started}, {'`--quick`' if c['quick'] else 'full run'} "
+        f"(`bench/relay_bench.py{''.join(' ' + a for a in report['argv'])}`), {report['elapsed_s'] / 60:.1f} min; "
+        f"wsfw commit `{m['wsfw_commit']}`.",
+        f"- **Machine:** {m['cpu_model'] or 'unknown CPU'}, {m['nproc']} CPUs, Linux {m['kernel']}, "
+        f"Python {m['python']}, Twisted {m['twisted']}, Autobahn {m['autobahn']}; "
+        + ("server under test pinned alone to CPU 1, generator + upstream on CPU 0." if c["pin"] else
+           "no CPU pinning."),
+        f"- **Load:** `/proc/loadavg` {report['loadavg_before']} before, {report['loadavg_after']} after; "
+        "idle probe (2 s) before the run: " + ", ".join(f"{n} {v['busy_pct']:.0f}% busy"
+                                                        for n, v in probe["cpus"].items() if n != "cpu")
+        + ("; busiest other processes: " + "; ".join(f"{p['comm']} {p['cpu_pct']:.0f}%" for p in probe["top"])
+           if probe["top"] else "") + ".",
+        f"- **Closed loop:** {c['conns']} connections × {c['window']} in flight, {c['warmup']:g} s warm-up + "
+        f"{c['duration']:g} s per window" + (f", {c['repeat']} interleaved rounds (medians)" if c["repeat"] > 1 else "")
+        + f". **Fixed rate:** {c['rate_conns']} connections, {c['rate_size']} B, {c['rate_warmup']:g} s warm-up + "
+        f"{c['duration']:g} s" + (f", {c['rate_repeat']} rounds (medians)" if c["rate_repeat"] > 1 else "")
+        + f". **Idle:** {c['idle_conns']:,} connections, {c['concurrency']} handshakes at a time.",
     ]
     return "\n".join(lines)
+
+
+def write_readme(text: str) -> None:
+    """Replace bench/README.md's results section (between the marker lines) with ``text``."""
+    readme = README.read_text()
+    begin, end = readme.find(README_BEGIN), readme.find(README_END)
+    if begin < 0 or end < begin:
+        raise SystemExit(f"{README}: no results markers ({README_BEGIN!r} ... {README_END!r})")
+    README.write_text(readme[:begin + len(README_BEGIN)] + "\n\n" + text + "\n\n" + readme[end:])
 
 
 # -- main -------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3s measured windows, 1000 idle connections")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="wsfw [wsfw] workers (default 1; with more, use --no-pin so they get the cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 s windows, 1 round, 1000 idle connections (about 3 minutes)")
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<UTC timestamp>.json)")
-    parser.add_argument("--wsfw-mode", default="block", choices=("block", "detect", "off"),
-                        help="wsfw's inspection mode: block (default: every message decoded and scanned) or off "
-                             "(the relay alone), to measure what inspection costs")
-    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of " + ",".join(TARGETS))
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help="comma-separated subset of " + ",".join(TARGETS) + " ('wsfw' = all three wsfw modes)")
     parser.add_argument("--repeat", type=int, metavar="R",
-                        help="throughput rounds per target and size, interleaved across targets; the table "
+                        help="closed-loop rounds per target and size, interleaved across targets; the table "
                              "shows medians (default: 3, --quick: 1)")
+    parser.add_argument("--rate-repeat", type=int, default=1, metavar="R",
+                        help="fixed-rate rounds per target and rate, interleaved (default 1)")
+    parser.add_argument("--readme", action="store_true",
+                        help="also write the results into bench/README.md (between its results markers)")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
-    args.targets = [t for t in args.targets.split(",") if t]
-    unknown = set(args.targets) - set(TARGETS)
-    if unknown:
-        parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
+    targets = []
+    for name in (t.strip() for t in args.targets.split(",")):
+        for target in (WSFW_MODES if name == "wsfw" else [name] if name else []):
+            if target not in TARGETS:
+                parser.error(f"unknown target {target!r} (known: {', '.join(TARGETS)}, wsfw)")
+            if target not in targets:
+                targets.append(target)
+    args.targets = [t for t in TARGETS if t in targets]  # always in the table's order
     # One 10 s window per target swings by +-20% when another job shares the machine
     # (bench/README.md); three interleaved rounds and their median hold to a few %.
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    if args.repeat < 1 or args.rate_repeat < 1:
+        parser.error("--repeat and --rate-repeat must be at least 1")
     args.pin = args.pin and pinning_available()
-    args.conns, args.window, args.sizes = 50, 10, (64, 1024)
+    args.conns, args.window, args.sizes = 50, 10, (64, 1024, 16384)
     args.warmup, args.duration = 2.0, (3.0 if args.quick else 10.0)
-    args.idle_conns = 1000 if args.quick else 5000
-    args.concurrency, args.settle, args.idle_timeout = 100, 2.0, 120.0
+    args.rates, args.rate_conns, args.rate_size, args.rate_warmup = (1000, 5000), 100, 128, 2.0
+    args.rate_drain = 5.0 if args.quick else 10.0
+    # A relayed connection holds 2 fds in the relay (client + upstream); leave ~150 for everything else.
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    args.idle_conns = min(1000 if args.quick else 9900, (fd_limit - 150) // 2)
+    args.concurrency, args.settle, args.idle_timeout = 100, 2.0, 180.0
     return args
 
 
-def start_target(target: str, echo: Server, workdir: Path, cfg: argparse.Namespace) -> Server:
-    """Start plain-relay or wsfw in front of the echo server, on the server CPU."""
+def start_target(target: str, upstream: Server, workdir: Path, cfg: argparse.Namespace) -> Server:
+    """Start plain-relay or a wsfw daemon in front of the upstream, on the server CPU."""
     cpu = SERVER_CPU if cfg.pin else None
     if target == "plain-relay":
         return Server(target, [PYTHON, str(BENCH / "plain_relay.py"), "--port", "0", "--backlog", str(BACKLOG),
-                               "--upstream", f"ws://127.0.0.1:{echo.port}"],
+                               "--upstream", f"ws://127.0.0.1:{upstream.port}"],
                       r"plain-relay listening on (?P<port>\d+)", workdir, cpu).start()
-    config = workdir / "wsfw.ini"
-    config.write_text(WSFW_CONFIG.format(port=free_port(), backlog=BACKLOG, upstream=echo.port, mode=cfg.wsfw_mode))
+    config = workdir / f"{target}.ini"
+    config.write_text(WSFW_CONFIG.format(port=free_port(), backlog=BACKLOG, upstream=upstream.port,
+                                         mode=WSFW_MODES[target], workers=cfg.workers))
     return Server(target, [TWISTD, "-n", "--pidfile=", "wsfw", "--config", str(config)],
                   r"listening \[listen:bench\] on 127\.0\.0\.1:(?P<port>\d+)", workdir, cpu).start()
 
 
 @contextlib.contextmanager
-def under_test(server: Server, echo: Server, cfg: argparse.Namespace):
-    """While the echo server itself is under test (``direct``), it gets the server CPU."""
-    moved = cfg.pin and server is echo
+def under_test(server: Server, cfg: argparse.Namespace):
+    """While the echo server is under test (``direct``), it gets the server CPU."""
+    moved = cfg.pin and server.name == "echo"
+    echo = server
     if moved:
         os.sched_setaffinity(echo.pid, {SERVER_CPU})
     try:
@@ -510,15 +699,18 @@ def under_test(server: Server, echo: Server, cfg: argparse.Namespace):
             os.sched_setaffinity(echo.pid, {LOAD_CPU})
 
 
-def run(cfg: argparse.Namespace) -> dict:
+CONFIG_KEYS = ("quick", "pin", "conns", "window", "sizes", "warmup", "duration", "repeat", "rates", "rate_conns",
+               "rate_size", "rate_warmup", "rate_drain", "rate_repeat", "idle_conns", "concurrency", "settle")
+
+
+def run(cfg: argparse.Namespace, argv: list[str]) -> dict:
     started = datetime.datetime.now(datetime.timezone.utc)
+    t_start = time.monotonic()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress goes to stderr
-    report = {"started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine_info(),
-              "config": {k: getattr(cfg, k) for k in ("quick", "pin", "conns", "window", "sizes", "warmup",
-                                                      "duration", "repeat", "idle_conns", "concurrency",
-                                                      "settle")},
-              "targets": cfg.targets, "wsfw_mode": cfg.wsfw_mode}
-    log("idle probe (2s) ...")
+    report = {"started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "argv": argv, "machine": machine_info(),
+              "config": {k: getattr(cfg, k) for k in CONFIG_KEYS}, "targets": cfg.targets,
+              "loadavg_before": loadavg()}
+    log(f"load average {report['loadavg_before']}; idle probe (2s) ...")
     report["idle_probe"] = idle_probe(2.0)
     if report["idle_probe"]["busy"]:
         log("  machine busy: " + "; ".join(f"{p['comm']} {p['cpu_pct']}% ({p['cmdline'][:80]})"
@@ -529,28 +721,50 @@ def run(cfg: argparse.Namespace) -> dict:
     servers: dict[str, Server] = {}
     results: dict = {}
     try:
-        echo = Server("echo", [PYTHON, str(BENCH / "echo_upstream.py"), "--port", "0", "--backlog", str(BACKLOG)],
-                      r"echo listening on (?P<port>\d+)", workdir, LOAD_CPU if cfg.pin else None).start()
-        servers["echo"] = echo
+        load_cpu = LOAD_CPU if cfg.pin else None
+        if "direct" in cfg.targets:
+            servers["echo"] = Server("echo", [PYTHON, str(BENCH / "echo_upstream.py"), "--port", "0", "--backlog",
+                                              str(BACKLOG)], r"echo listening on (?P<port>\d+)", workdir,
+                                     load_cpu).start()
+        upstream = None
+        if set(cfg.targets) - {"direct"}:
+            upstream = servers["upstream"] = Server(
+                "upstream", [PYTHON, str(BENCH / "lean_echo.py"), "--port", "0", "--backlog", str(BACKLOG)],
+                r"lean echo listening on (?P<port>\d+)", workdir, load_cpu).start()
         for target in cfg.targets:
-            servers[target] = echo if target == "direct" else start_target(target, echo, workdir, cfg)
-            results[target] = {"pid": servers[target].pid, "port": servers[target].port, "throughput": {}}
-        # Idle phases first, on servers that have carried no traffic yet (cleanest RSS baseline);
-        # then each message size on every target in turn, so their windows are close in time.
+            servers[target] = (servers["echo"] if target == "direct" else
+                               start_target(target, upstream, workdir, cfg))
+            results[target] = {"pid": servers[target].pid, "port": servers[target].port, "throughput": {},
+                               "rate": {}}
         pids = sorted({server.pid for server in servers.values()})
-        for target in cfg.targets:
-            with under_test(servers[target], echo, cfg):
-                results[target]["idle"] = idle_phase(target, servers[target], cfg, log)
-            results[target]["idle"]["quiet_after_s"] = wait_quiet(pids)
-        runs = {(t, size): [] for t in cfg.targets for size in cfg.sizes}
+
+        def each_target(phase, *args, quiet: float = 20.0):
+            """``phase`` on every target in turn; their figures, after each a wait for the servers to go quiet."""
+            out = {}
+            for target in cfg.targets:
+                with under_test(servers[target], cfg):
+                    out[target] = phase(target, servers[target], None if target == "direct" else upstream, *args)
+                out[target]["quiet_after_s"] = wait_quiet(pids, timeout=quiet)
+            return out
+
+        # Idle phases first, on servers that have carried no traffic yet (cleanest RSS baseline);
+        # then each size and each rate on every target in turn, so their windows are close in time.
+        for target, result in each_target(idle_phase, cfg, log, quiet=30.0).items():
+            results[target]["idle"] = result
+        runs = {}
         for size in cfg.sizes:
             for _ in range(cfg.repeat):
-                for target in cfg.targets:
-                    with under_test(servers[target], echo, cfg):
-                        runs[target, size].append(throughput_phase(target, servers[target], echo, size, cfg, log))
-                    wait_quiet(pids)
+                for target, result in each_target(throughput_phase, size, cfg, log).items():
+                    runs.setdefault((target, size), []).append(result)
         for (target, size), rounds in runs.items():
             results[target]["throughput"][str(size)] = aggregate(rounds)
+        runs = {}
+        for rate in cfg.rates:
+            for _ in range(cfg.rate_repeat):
+                for target, result in each_target(rate_phase, rate, cfg, log, quiet=30.0).items():
+                    runs.setdefault((target, rate), []).append(result)
+        for (target, rate), rounds in runs.items():
+            results[target]["rate"][str(rate)] = aggregate(rounds)
     finally:
         for server in reversed(servers.values()):
             server.stop()
@@ -558,31 +772,42 @@ def run(cfg: argparse.Namespace) -> dict:
             if target in results:
                 results[target]["log_warnings"] = server.warnings()
                 results[target]["log_tail"] = server.tail(10)
-        if "echo" in servers:
-            report["echo_log_warnings"] = servers["echo"].warnings()
+        for name in ("echo", "upstream"):
+            if name in servers:
+                report[f"{name}_log_warnings"] = servers[name].warnings()
         shutil.rmtree(workdir, ignore_errors=True)
-    report["results"] = results
-    report["elapsed_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+        report["results"] = results
+        report["loadavg_after"] = loadavg()
+        report["elapsed_s"] = time.monotonic() - t_start
     return report
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     cfg = parse_args(argv)
+    if cfg.readme:  # fail now, not after the run
+        text = README.read_text()
+        if README_BEGIN not in text or README_END not in text:
+            raise SystemExit(f"{README}: no results markers to write between")
     # SIGTERM runs the same cleanup as an exception: every child gets stopped in run()'s finally.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    report = run(cfg)
+    report = run(cfg, argv)
     out = cfg.out or BENCH / "results" / (report["started_utc"].replace(":", "").replace("-", "") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    report["table_markdown"] = table(report["results"], cfg.sizes, cfg.repeat)
+    report["table_markdown"] = table(report["results"], cfg.targets, cfg)
+    report["header_markdown"] = header(report)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(header(report))
+    print(report["header_markdown"])
     print()
     print(report["table_markdown"])
     print()
     print(f"raw figures: {out}")
+    if cfg.readme:
+        write_readme(report["header_markdown"] + "\n\n" + report["table_markdown"])
+        print(f"results written into {README}")
     errors = [t for t, r in report["results"].items()
-              if "error" in r.get("idle", {}) or any("error" in run for size in r.get("throughput", {}).values()
-                                                    for run in size["rounds"])]
+              if "error" in r.get("idle", {}) or any("error" in run for phase in ("throughput", "rate")
+                                                    for agg in r.get(phase, {}).values() for run in agg["rounds"])]
     if errors:
         print(f"errors in: {', '.join(errors)} (see the JSON)", file=sys.stderr)
     return 1 if errors else 0
