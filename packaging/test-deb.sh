@@ -128,6 +128,14 @@ run_unit() {  # $1: log file. ExecStartPre, then ExecStart in the background, as
         sleep 0.5
     done
     grep -q "wsfw starting with" "$1" || { cat "$1"; fail "the daemon did not start within 60s"; }
+    # Ready means every worker serves (workers = auto: one per CPU, each loading the signature
+    # database, compiled on the first start): what a load balancer's health check would wait for.
+    for _ in $(seq 1 240); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN/readyz" 2>/dev/null && break
+        kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$1"; fail "the daemon exited"; }
+        sleep 0.5
+    done
+    curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN/readyz" || { cat "$1"; fail "not ready within 120s"; }
     grep -E "listening \[" "$1" | sed 's/^/  /'
     echo "  runs as: $(ps -o user=,pid=,args= -p "$DAEMON_PID" | cut -c1-140)"
 }
