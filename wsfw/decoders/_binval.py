@@ -161,6 +161,30 @@ def varint(data, pos, max_bytes):
     return None, pos
 
 
+def resume_record(st, data, ctx, length_at, head_size):
+    """Continue a length-prefixed record buffered across messages (SignalR, MQTT).
+
+    ``st`` holds ``skip`` (bytes of an oversized record still to come, dropped here) and
+    ``data`` (a Pending piece). ``length_at(head)`` reads the length from the buffered
+    record's first ``head_size`` bytes: ``(length, end)``, ``(None, -1)`` if malformed,
+    ``(None, start)`` if cut. Returns ``(data, complete)``: the bytes to decode now, or,
+    while the record is still incomplete (its length was checked when it was buffered),
+    this message's own bytes (after any skip) to show as the partial record.
+    """
+    if st.skip:
+        k = min(st.skip, len(data))
+        st.skip -= k
+        data = data[k:]
+        ctx.trunc("size")
+    if st.data.size:
+        st.data.add(data)
+        length, k = length_at(st.data.head(head_size))
+        if length is None and k >= 0 or length is not None and st.data.size < k + length:
+            return data, False
+        data = st.data.take(b"")
+    return data, True
+
+
 def record_path(base, i):
     """Param prefix of the ``i``-th record / packet of one message: the first is unprefixed
     (``signalr.target``), later ones are indexed (``signalr[1].target``)."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from zope.interface import implementer
 
-from ._binval import Pending, record_path, varint
+from ._binval import Pending, record_path, resume_record, varint
 from ._walk import Ctx, Stop, is_plain_key, json_root, key_path, walk
 from .base import IDecoder
 from .socketio import bytes_text
@@ -345,19 +345,10 @@ def _decode(ctx, data, limits, st):
     cap = limits.max_expanded_bytes
     error = event = None
     if st is not None:
-        if st.skip:
-            k = min(st.skip, len(data))
-            st.skip -= k
-            data = data[k:]
-            ctx.trunc("size")
-        if st.data.size:
-            st.data.add(data)
-            head = st.data.head(5)
-            length, k = _remaining_length(head, 1)
-            if length is None and k == 1 or length is not None and st.data.size < k + length:
-                _partial(ctx, data)  # still incomplete (its length was checked when buffered)
-                return None, None
-            data = st.data.take(b"")
+        data, complete = resume_record(st, data, ctx, lambda head: _remaining_length(head, 1), 5)
+        if not complete:
+            _partial(ctx, data)
+            return None, None
     n = len(data)
     pos = 0
     index = 0

@@ -50,7 +50,7 @@ from __future__ import annotations
 from zope.interface import implementer
 
 from ._binparse import msgpack_loads
-from ._binval import Pending, error_text, record_path, varint, walk_value
+from ._binval import Pending, error_text, record_path, resume_record, varint, walk_value
 from ._walk import Ctx, Partial, Stop, is_plain_key, key_path, parse_json, walk
 from .base import IDecoder, Limits
 from .socketio import bytes_text
@@ -251,18 +251,10 @@ def _decode_binary(ctx, data, limits, st):
     cap = limits.max_expanded_bytes
     error = event = None
     if st is not None:
-        if st.skip:
-            k = min(st.skip, len(data))
-            st.skip -= k
-            data = data[k:]
-            ctx.trunc("size")
-        if st.data.size:
-            st.data.add(data)
-            length, k = _varint(st.data.head(_MAX_VARINT), 0)
-            if length is None and k == 0 or length is not None and st.data.size < k + length:
-                _partial(ctx, bytes_text(data))  # still incomplete (its length was checked when buffered)
-                return None, None
-            data = st.data.take(b"")
+        data, complete = resume_record(st, data, ctx, lambda head: _varint(head, 0), _MAX_VARINT)
+        if not complete:
+            _partial(ctx, bytes_text(data))
+            return None, None
     n = len(data)
     pos = 0
     index = 0
