@@ -3,8 +3,8 @@
 Selenium is given both paths, so selenium-manager is never run and nothing is
 downloaded; as a guard, ``SE_MANAGER_PATH`` points at /bin/false while a
 session starts (were selenium-manager consulted, starting would fail loudly)
-and its cache directory must stay uncreated. Without /usr/bin/chromium the
-tests using ``requires_chromium`` are skipped; ``make test`` installs
+and its cache directory must stay uncreated. Without /usr/bin/chromium and
+/usr/bin/chromedriver the tests using ``requires_chromium`` are skipped; ``make test`` installs
 chromium and chromium-driver when it runs as root on Debian.
 
     browsers = Browsers(tmp_path)       # or the ``browsers`` fixture below
@@ -24,8 +24,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 requires_chromium = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK),
-    reason=f"no {CHROMIUM}: apt-get install chromium chromium-driver (make test does it when run as root on Debian)")
+    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+    reason=f"no {CHROMIUM} / {CHROMEDRIVER}: apt-get install chromium chromium-driver "
+           "(make test does it when run as root on Debian)")
 
 
 class Browsers:

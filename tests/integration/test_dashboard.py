@@ -11,25 +11,16 @@ installs them when it runs as root on Debian).
 
 from __future__ import annotations
 
-import os
-import time
-
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests import support
+from tests.browser import Browsers, console_errors, requires_chromium, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 XSS = '{"type": "chat", "text": "<img src=x onerror=alert(document.title)>"}'
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-                       reason=f"no {CHROMIUM} / {CHROMEDRIVER}: apt-get install chromium chromium-driver "
-                              "(make test does it when run as root)"),
-]
+pytestmark = [pytest.mark.slow, requires_chromium]
 
 
 @pytest.fixture(params=[1, 2], ids=["one process", "supervisor with 2 workers"])
@@ -51,36 +42,14 @@ def stack(tmp_path, request):
 
 
 @pytest.fixture
-def browser(tmp_path, monkeypatch):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    # Were selenium-manager ever consulted, it would cache what it fetched here.
-    cache = tmp_path / "selenium-cache"
-    monkeypatch.setenv("SE_CACHE_PATH", str(cache))
-    monkeypatch.setenv("SE_OFFLINE", "true")
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
-    assert not cache.exists(), "selenium-manager ran: the test must use the system browser and driver only"
+def browser(tmp_path):
+    browsers = Browsers(tmp_path, window="1400,1000")
+    yield browsers.new()
+    browsers.close()
 
 
 def wait_until(driver, predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate(driver)
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
+    return wait_for(driver, predicate, timeout=timeout, what=what)
 
 
 def number(driver, element_id: str) -> int:
@@ -134,6 +103,5 @@ def test_dashboard_shows_live_traffic_and_blocks(stack, browser):
                timeout=10, what="charts drawn")
     assert number(browser, "blocks-window") == 1
 
-    problems = [entry for entry in browser.get_log("browser")
-                if entry["level"] == "SEVERE" or "Content Security Policy" in entry["message"]]
+    problems = console_errors(browser)
     assert problems == [], problems
