@@ -7,6 +7,8 @@ on the real reactor, driven through real sockets.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import tempfile
@@ -522,6 +524,25 @@ def start_wsfw_in_front(folder, upstream_port: int, *, route_extra: str = "", ex
         daemon.stop()
         raise AssertionError(f"no public listener in the log:\n{daemon.output}")
     return daemon, ports["listen:public"], audit
+
+
+@contextlib.contextmanager
+def app_behind_wsfw(folder, argv: list[str], config=None):
+    """A peer app process (``argv``, see start_server) and a real ``twistd wsfw`` in front of it,
+    both stopped on exit; yields (app, app_port, daemon, wsfw_port, audit). ``config``, when
+    given, is a function of the app's port returning wsfw's config text."""
+    app, app_port = start_server(argv)
+    try:
+        extra = {} if config is None else {"config": config(app_port)}
+        daemon, port, audit = start_wsfw_in_front(folder, app_port, **extra)
+    except BaseException:
+        app.stop()
+        raise
+    try:
+        yield app, app_port, daemon, port, audit
+    finally:
+        daemon.stop()
+        app.stop()
 
 
 class AuditTrail:

@@ -42,17 +42,9 @@ def example_config(app_port: int) -> str:
 def demo(tmp_path_factory):
     """The example app and wsfw with the example's config, as the README runs them."""
     folder = tmp_path_factory.mktemp("chat-demo")
-    app, app_port = support.start_server([sys.executable, os.path.join(EXAMPLE, "app.py"), "--port", "0"])
-    try:
-        daemon, port, _ = support.start_wsfw_in_front(folder, app_port, config=example_config(app_port))
-    except BaseException:
-        app.stop()
-        raise
-    try:
+    argv = [sys.executable, os.path.join(EXAMPLE, "app.py"), "--port", "0"]
+    with support.app_behind_wsfw(folder, argv, config=example_config) as (app, _, daemon, port, _audit):
         yield Demo(f"http://127.0.0.1:{port}", daemon, app)
-    finally:
-        daemon.stop()
-        app.stop()
 
 
 @pytest.fixture(scope="module")

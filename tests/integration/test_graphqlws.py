@@ -34,17 +34,9 @@ INJECTIONS = {
 def stack(tmp_path_factory):
     """strawberry on uvicorn and a `twistd wsfw` in front of it."""
     folder = tmp_path_factory.mktemp("graphqlws")
-    app, app_port = support.start_server([sys.executable, "-m", "tests.peers.gql_server", "0"])
-    try:
-        daemon, port, audit = support.start_wsfw_in_front(folder, app_port)
-    except BaseException:
-        app.stop()
-        raise
-    try:
+    argv = [sys.executable, "-m", "tests.peers.gql_server", "0"]
+    with support.app_behind_wsfw(folder, argv) as (app, app_port, daemon, port, audit):
         yield Stack(port, app_port, audit, daemon)
-    finally:
-        daemon.stop()
-        app.stop()
 
 
 class Stack:

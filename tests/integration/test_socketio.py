@@ -35,17 +35,9 @@ _names = itertools.count()
 def stack(tmp_path_factory):
     """The chat app on uvicorn and a `twistd wsfw` in front of it, both real processes."""
     folder = tmp_path_factory.mktemp("sio")
-    app, app_port = support.start_server([sys.executable, "-m", "tests.peers.sio_server", "0"])
-    try:
-        daemon, port, audit = support.start_wsfw_in_front(folder, app_port)
-    except BaseException:
-        app.stop()
-        raise
-    try:
+    argv = [sys.executable, "-m", "tests.peers.sio_server", "0"]
+    with support.app_behind_wsfw(folder, argv) as (app, app_port, daemon, port, audit):
         yield Stack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{app_port}", audit, daemon, app)
-    finally:
-        daemon.stop()
-        app.stop()
 
 
 class Stack:
