@@ -20,6 +20,7 @@ from wsfw.decoders import (
     registry,
     select,
 )
+from tests.unit.decoded_checks import assert_sane
 
 DATA = os.path.join(os.path.dirname(__file__), os.pardir, "data", "decoders")
 LIMITS = Limits()
@@ -47,23 +48,12 @@ def _check(d, exp):
     assert [list(p) for p in d.params] == exp["params"]
 
 
-def _assert_sane(d, limits=LIMITS):
-    """Invariants every Decoded must satisfy, whatever the input."""
-    assert isinstance(d, Decoded)
-    assert all(type(p) is str and type(v) is str for p, v in d.params)
-    assert len(d.params) <= limits.max_params + 1
-    paths = [p for p, _ in d.params]
-    assert "raw" in paths or len(d.params) == 1
-    expanded = sum(len(v) for p, v in d.params if p != "raw")
-    assert expanded <= limits.max_expanded_bytes
-
-
 @pytest.mark.parametrize("case", MESSAGES, ids=[c["id"] for c in MESSAGES])
 def test_message_samples(case):
     """Each sample message decodes to exactly the params recorded in messages.json."""
     d = decode_message(case["text"].encode("utf-8"), False, case["framing"], LIMITS, ConnectionState())
     _check(d, case)
-    _assert_sane(d)
+    assert_sane(d)
 
 
 @pytest.mark.parametrize("case", SEQUENCES, ids=[c["id"] for c in SEQUENCES])
@@ -122,7 +112,7 @@ def test_invalid_utf8_text_reports_error():
     """Invalid UTF-8 in a text message is decoded with replacement and reported."""
     for framing in ("auto", "text", "json", "socketio", "raw"):
         d = decode_message(b'42["a","\xff"]', False, framing, LIMITS, ConnectionState())
-        _assert_sane(d)
+        assert_sane(d)
         if framing != "raw":
             assert d.error is not None or framing == "auto" or framing == "text"
 
@@ -179,7 +169,7 @@ def test_bombs_stay_bounded(name):
     t0 = time.process_time()
     d = decode_message(payload, False, framing, LIMITS, ConnectionState())
     elapsed = time.process_time() - t0
-    _assert_sane(d)
+    assert_sane(d)
     assert d.truncated == truncated
     if framing == "socketio":
         assert d.event == "evt"
@@ -264,7 +254,7 @@ def test_malformed_never_raises(framing, binary):
     """Every malformed sample, text or binary, under every framing, returns a sane Decoded."""
     state = ConnectionState()
     for payload in MALFORMED:
-        _assert_sane(decode_message(payload, binary, framing, LIMITS, state))
+        assert_sane(decode_message(payload, binary, framing, LIMITS, state))
 
 
 def test_random_bytes_never_raise():
@@ -274,9 +264,9 @@ def test_random_bytes_never_raise():
     for _ in range(500):
         payload = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 200)))
         for framing in ("auto", "json", "socketio", "text"):
-            _assert_sane(decode_message(payload, rng.random() < 0.3, framing, LIMITS, state))
+            assert_sane(decode_message(payload, rng.random() < 0.3, framing, LIMITS, state))
         for d in decode_polling(payload, None, LIMITS):
-            _assert_sane(d)
+            assert_sane(d)
 
 
 def _seeds():
@@ -320,10 +310,10 @@ def test_fuzz_mutations_never_raise():
         payload = _mutate(rng, rng.choice(seeds))
         framing = rng.choice(("auto", "json", "socketio", "socketio", "text"))
         d = decode_message(payload, rng.random() < 0.15, framing, limits, state)
-        _assert_sane(d, limits)
+        assert_sane(d, limits)
         if rng.random() < 0.2:
             for dp in decode_polling(payload, "text/plain", limits):
-                _assert_sane(dp, limits)
+                assert_sane(dp, limits)
 
 
 def test_auto_sniffs_socketio_on_any_path():

@@ -40,6 +40,7 @@ from zope.interface.verify import verifyObject
 from wsfw.decoders import ConnectionState, IDecoder, Limits, decode_message, registry, select
 from wsfw.decoders import _binparse
 from wsfw.decoders.wamp import SHAPES as WAMP_SHAPES
+from tests.unit.decoded_checks import assert_sane
 
 try:
     txaio.use_twisted()
@@ -59,13 +60,13 @@ DEC = {name: registry()[name] for name in NAMES}
 
 def dec(name, payload, binary=True, state=None, limits=LIMITS):
     d = DEC[name].decode(payload, binary, limits, state)
-    _sane(d, limits)
+    assert_sane(d, limits)
     return d
 
 
 def auto(payload, binary, state):
     d = decode_message(payload, binary, "auto", LIMITS, state)
-    _sane(d)
+    assert_sane(d)
     return d
 
 
@@ -82,13 +83,6 @@ def has_raw(d, payload, binary=True):
         pass
     p = params(d)
     return p.get("raw") == text or list(p.values()) == [text]
-
-
-def _sane(d, limits=LIMITS):
-    assert all(type(p) is str and type(v) is str for p, v in d.params)
-    assert len(d.params) <= limits.max_params + 1
-    assert "raw" in [p for p, _ in d.params] or len(d.params) == 1
-    assert sum(len(v) for p, v in d.params if p != "raw") <= limits.max_expanded_bytes
 
 
 # -- registration ---------------------------------------------------------------------------
@@ -733,7 +727,7 @@ def _feed(name, chunks, binary, limits):
     state = ConnectionState()
     for chunk in chunks:
         d = DEC[name].decode(chunk, binary, limits, state)  # decode directly: exceptions surface
-        _sane(d, limits)
+        assert_sane(d, limits)
 
 
 mutations = st.tuples(st.lists(st.integers(0, 10_000), max_size=3),

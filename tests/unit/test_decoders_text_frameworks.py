@@ -28,6 +28,7 @@ from zope.interface.verify import verifyObject
 
 from wsfw.decoders import ConnectionState, IDecoder, Limits, decode_message, registry, select
 from wsfw.decoders.graphqlws import operation_name
+from tests.unit.decoded_checks import assert_sane
 
 LIMITS = Limits()
 XSS = "<script>alert(1)</script>"
@@ -47,13 +48,6 @@ def params(d):
 def auto(text, state=None):
     payload = text if isinstance(text, bytes) else text.encode("utf-8")
     return decode_message(payload, False, "auto", LIMITS, state if state is not None else ConnectionState())
-
-
-def _sane(d, limits=LIMITS):
-    assert all(type(p) is str and type(v) is str for p, v in d.params)
-    assert len(d.params) <= limits.max_params + 1
-    assert "raw" in [p for p, _ in d.params] or len(d.params) == 1
-    assert sum(len(v) for p, v in d.params if p != "raw") <= limits.max_expanded_bytes
 
 
 # -- registration -------------------------------------------------------------------------
@@ -201,7 +195,7 @@ def test_stomp_split_frame_buffer_is_bounded():
     d = dec("stomp", "b" * 40, state, limits)  # the frame would outgrow the bound
     assert d.truncated == "size"
     assert "stomp" not in state.extra
-    _sane(d, limits)
+    assert_sane(d, limits)
 
 
 def test_stomp_incomplete_frame_without_state_is_an_error():
@@ -317,7 +311,7 @@ def test_stomp_malformed(text, error):
     d = dec("stomp", text, ConnectionState())
     assert d.error == error
     assert params(d)["raw"] == text
-    _sane(d)
+    assert_sane(d)
 
 
 def test_stomp_frames_before_a_malformed_one_are_kept():
@@ -336,7 +330,7 @@ def test_stomp_bounds():
     limits = Limits(max_params=20)
     d = dec("stomp", many, limits=limits)
     assert d.truncated == "params"
-    _sane(d, limits)
+    assert_sane(d, limits)
     deep = stomper.send("/q", "[" * 50 + "]" * 50, content_type="application/json")
     d = dec("stomp", deep, limits=Limits(max_depth=4))
     assert d.truncated == "depth"
@@ -865,8 +859,8 @@ def test_fuzz(name, data, limits):
     state = ConnectionState()
     for chunk in chunks:
         for s in (state, None):
-            _sane(decoder.decode(chunk, binary, limits, s), limits)
+            assert_sane(decoder.decode(chunk, binary, limits, s), limits)
     # sniffing hands a parsed object to decode_json(): no "decoder error" from there either
     d = decode_message(chunks[0], binary, "auto", limits, ConnectionState())
-    _sane(d, limits)
+    assert_sane(d, limits)
     assert d.error is None or not d.error.startswith("decoder error"), d.error
