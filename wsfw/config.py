@@ -262,6 +262,17 @@ class Config:
     #: a wsfw.policy.loader.PolicyConfig; None when built without the loader.
     policy: object = attrs.field(default=None, repr=False, eq=False)
 
+    @property
+    def version(self) -> str:
+        """The policy version: a short hash of the main file's text and of every rule and
+        schema file read with it. Logged at start and on each reload; /api/stats shows it."""
+        import hashlib
+
+        digest = hashlib.sha256(self.text.encode("utf-8"))
+        for path, sha in getattr(self.policy, "sources", ()):
+            digest.update(f"\0{path}\0{sha}".encode("utf-8"))
+        return digest.hexdigest()[:12]
+
     def mode_for(self, route: Route) -> str:
         return route.mode or self.settings.mode
 

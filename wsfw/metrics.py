@@ -240,13 +240,23 @@ class Metrics:
                                                    ["inspector", "route"], registry=registry))
         self._http = _Children(Counter("wsfw_http_requests", "Plain HTTP responses on the public listeners by "
                                        "status code (proxied and wsfw's own).", ["code"], registry=registry))
-        self.config_reloads = Counter("wsfw_config_reloads", "Configuration reloads applied (SIGHUP reload is "
-                                      "not supported yet, so this stays 0).", registry=registry)
+        self.config_reloads = Counter("wsfw_config_reloads", "Configuration reloads applied (SIGHUP with a valid "
+                                      "config).", registry=registry)
+        self.policy = Info("wsfw_policy", "The policy version running: a hash of the config file and of every "
+                           "rule and schema file it read.", registry=registry)
+        self.policy.info({"version": config.version})
         self.inspection = {r.name: LiteHistogram() for r in config.routes}
         Info("wsfw_build", "wsfw version and the libraries it runs on.", registry=registry).info(build_labels())
         registry.register(_LiveCollector(self))
 
     # -- what hooks in -----------------------------------------------------------
+
+    def reloaded(self, config) -> None:
+        """A reload applied ``config``: count it, show its version, time its new routes."""
+        self.config_reloads.inc()
+        self.policy.info({"version": config.version})
+        for route in config.routes:
+            self.inspection.setdefault(route.name, LiteHistogram())
 
     def timed(self, route: str, hook) -> TimedHook:
         return TimedHook(hook, self.inspection.setdefault(route, LiteHistogram()))

@@ -10,19 +10,15 @@ from __future__ import annotations
 import signal
 import threading
 
-from autobahn.twisted.resource import WebSocketResource
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
-from wsfw import config_ini, endpoints, logs
+from wsfw import endpoints, logs
 from wsfw.config import Config
-from wsfw.errors import ConfigError
 from wsfw.inspection.audit import Audit
-from wsfw.inspection.pipeline import build_pipelines
-from wsfw.http.proxy import ProxyResource
 from wsfw.http.site import Dispatch, PublicSite
-from wsfw.relay.frontend import FrontendFactory
+from wsfw.reload import Generations, Reloader
 from wsfw.relay.tracker import NO_OBSERVER, ConnectionTracker
 
 log = logs.logger("wsfw.service")
@@ -109,28 +105,28 @@ class LogService(Service):
 
 
 class SignalService(Service):
-    """SIGUSR1 reopens every file wsfw writes (logrotate); SIGHUP says reload is not supported yet.
+    """SIGUSR1 reopens every file wsfw writes (logrotate); SIGHUP reloads the configuration.
 
     Python runs signal handlers between bytecodes of the main thread, at any
     point of the reactor's work, so the handlers only schedule the real work
     with ``reactor.callFromThread``. twistd installs its own SIGUSR1 handler
     (rotating ``--logfile``) when it writes to a file: that one still runs
-    after ours. Without a SIGHUP handler, SIGHUP's default action would kill
-    the daemon on ``systemctl reload`` (and systemd does not restart a
-    process that SIGHUP ended), so until reload exists wsfw stays up, checks
-    the file on disk and says whether a restart would accept it.
+    after ours. SIGHUP's default action would kill the daemon on
+    ``systemctl reload`` (and systemd does not restart a process that SIGHUP
+    ended); here it calls ``reload`` (a ``wsfw.reload.Reloader``'s).
 
-    ``forward(signum)``, when given, is called with each of the two signals
-    after the local handling is scheduled: a supervisor passes them on to its
-    workers, which write files of their own.
+    ``forward(signum)``, when given, is called with SIGUSR1 after the local
+    handling is scheduled: a supervisor passes it on to its workers, which
+    write files of their own. A supervisor's ``reload`` forwards SIGHUP
+    itself, once it has found the new config valid.
     """
 
     name = "signals"
 
-    def __init__(self, reactor, config: Config, reopenable: list, forward=None):
+    def __init__(self, reactor, reopenable: list, reload, forward=None):
         self.reactor = reactor
-        self.config = config
         self.reopenable = reopenable
+        self.reload = reload
         self.forward = forward
         self._previous: dict[int, object] = {}
 
@@ -156,8 +152,7 @@ class SignalService(Service):
             chained(signum, frame)
 
     def _on_hup(self, signum, frame):
-        self.reactor.callFromThread(self.reload_requested)
-        self._forward(signum)
+        self.reactor.callFromThread(self.reload)
 
     def _forward(self, signum: int) -> None:
         if self.forward is not None:
@@ -173,17 +168,6 @@ class SignalService(Service):
                 log.error("SIGUSR1: cannot reopen {path}: {why}", path=e.filename, why=e.strerror, event="reopen")
         log.info("SIGUSR1: log files reopened{failed}", failed=f" ({failed} failed)" if failed else "",
                  event="reopen")
-
-    def reload_requested(self) -> None:
-        path = self.config.path
-        try:
-            config_ini.load(path)
-            verdict = f"{path} is valid: restart wsfw to apply it"
-        except ConfigError as e:
-            verdict = f"{path} would not load ({len(e.problems)} problem(s), see wsfw check-config {path})"
-        log.warn("SIGHUP: configuration reload is not supported yet; still running with the configuration "
-                 "loaded at start. {verdict}", verdict=verdict, event="reload_unsupported")
-
 
 class OnStop(Service):
     """Runs one clean-up when the daemon stops: closing the audit file, the upstream HTTP pool."""
@@ -208,6 +192,7 @@ class WsfwService(MultiService):
         self.admin: ListenerService | None = None
         self.metrics = None
         self.audit: Audit | None = None
+        self.reloader: Reloader | None = None
 
     @property
     def ready(self) -> defer.Deferred:
@@ -223,8 +208,9 @@ class WsfwService(MultiService):
         return ready, {"config": self.config.path, "listeners": bound, "accepting": accepting}
 
     def startService(self):
-        log.info("wsfw starting with {config}: {n} listener(s), {m} route(s)", config=self.config.path,
-                 n=len(self.config.listeners), m=len(self.config.routes))
+        log.info("wsfw starting with {config} (policy {version}): {n} listener(s), {m} route(s)",
+                 config=self.config.path, version=self.config.version, n=len(self.config.listeners),
+                 m=len(self.config.routes), event="starting")
         super().startService()
 
     def stopService(self):
@@ -260,29 +246,31 @@ def build(config: Config, reactor, hook=None, *, listen: dict | None = None,
     log_service = LogService(config)
     log_service.setServiceParent(top)
     audit = top.audit = Audit(config.log.audit_file, config.log.format)
-    SignalService(reactor, config, [log_service, audit]).setServiceParent(top)
+    SignalService(reactor, [log_service, audit], lambda: top.reloader.reload()).setServiceParent(top)
     OnStop("audit", audit.close).setServiceParent(top)
-    # With a hook given, no pipeline is built: building one compiles the detectors.
-    pipelines = build_pipelines(config, audit) if hook is None else {}
-    hooks = pipelines or {r.name: hook for r in config.routes}
     pool = HTTPConnectionPool(reactor, persistent=True)
     OnStop("http-pool", pool.closeCachedConnections).setServiceParent(top)
     metrics = None
     if config.admin.enabled:
         metrics = top.metrics = _admin(top, config, reactor, audit, admin_endpoint or config.admin.endpoint)
-        hooks = {name: metrics.timed(name, h) for name, h in hooks.items()}
     tracker = ConnectionTracker(reactor, config.timeouts.shutdown_drain, metrics or NO_OBSERVER)
     tracker.setServiceParent(top)
     top.tracker = tracker
     if metrics is not None:
         metrics.tracker = tracker
-    websockets = {r.name: WebSocketResource(FrontendFactory(config, r, hooks[r.name], reactor, tracker))
-                  for r in config.routes}
-    proxies = {r.name: ProxyResource(config, r, reactor, pool, pipelines.get(r.name))
-               for r in config.routes}
-    site = PublicSite(Dispatch(config, websockets, proxies), config, reactor,
-                      metrics.http_response if metrics is not None else None)
+    generations = Generations(reactor, audit, pool, tracker, metrics, hook)
+    dispatch = Dispatch(generations.build(config))
+    site = PublicSite(dispatch, config, reactor, metrics.http_response if metrics is not None else None)
+
+    def reloaded(new: Config) -> None:
+        site.configure(new)
+        if metrics is not None:
+            metrics.reloaded(new)
+
+    top.reloader = Reloader(config, generations, dispatch, on_reload=reloaded)
     for listener in config.listeners:
+        if listen is not None and listener.name not in listen:
+            continue  # a worker started after a reload added it: the supervisor binds it on restart
         endpoint = listen[listener.name] if listen is not None else endpoints.server_endpoint(reactor,
                                                                                                listener.endpoint)
         service = ListenerService(listener.name, listener.endpoint, endpoint, site)

@@ -44,8 +44,10 @@ from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.protocol import Factory
 
-from wsfw import endpoints, listeners as sockets, logs
+from wsfw import config_ini, endpoints, listeners as sockets, logs
 from wsfw.config import Config
+from wsfw.errors import ConfigError
+from wsfw.reload import restart_only_changes
 from wsfw.service import ListenerService, LogService, OnStop, SignalService
 
 log = logs.logger("wsfw.supervisor")
@@ -352,6 +354,25 @@ class Supervisor(Service):
 
     # -- signals and stopping ------------------------------------------------------------
 
+    def reload(self) -> None:
+        """SIGHUP: validate the config on disk; when it loads, workers started from now on get it
+        and every serving worker is told to reload (each re-reads and logs its policy version).
+        When it does not, nothing is signalled: every worker keeps the policy it runs."""
+        path = self.config.path
+        try:
+            new = config_ini.load(path)
+        except ConfigError as e:
+            log.error("SIGHUP: {path} has {n} problem(s); the workers keep policy {version}:\n{problems}",
+                      path=path, n=len(e.problems), version=self.config.version, problems=str(e),
+                      event="reload_failed")
+            return
+        pending = restart_only_changes(self.config, new)
+        log.info("SIGHUP: {path} is valid (policy {version}): the workers reload it{pending}", path=path,
+                 version=new.version, pending=f"; changes to {', '.join(pending)} apply on restart" if pending else "",
+                 event="reload")
+        self.config = new
+        self.forward(signal.SIGHUP)
+
     def forward(self, signum: int) -> None:
         """Pass SIGUSR1 or SIGHUP on to every serving worker. One still starting may not handle
         them yet (their default action ends a process); it opened its files moments ago anyway."""
@@ -426,7 +447,7 @@ def build_supervisor(config: Config, reactor, count: int) -> SupervisorService:
     log_service.setServiceParent(top)
     listeners: list[ListenerService] = []
     supervisor = Supervisor(reactor, config, count, listeners)
-    SignalService(reactor, config, [log_service], forward=supervisor.forward).setServiceParent(top)
+    SignalService(reactor, [log_service], supervisor.reload, forward=supervisor.forward).setServiceParent(top)
     if config.admin.enabled:
         from wsfw.admin.fleet import build_fleet_site
 

@@ -104,8 +104,10 @@ class Worker:
 
         listen = {}
         for listener in config.listeners:
-            if listener.name not in self.sockets:
-                raise SystemExit(f"wsfw worker: no socket for [listen:{listener.name}]")
+            if listener.name not in self.sockets:  # added by a reload: the supervisor binds it on restart
+                self.log.warn("worker {worker}: [listen:{name}] is not bound by the supervisor yet; it applies "
+                              "on restart", worker=self.args.worker, name=listener.name)
+                continue
             tls = endpoints.tls_server_options(listener.endpoint, read) if listener.is_tls else None
             listen[listener.name] = InheritedEndpoint(self.reactor, int(self.sockets[listener.name]), tls)
         return build(config, self.reactor, listen=listen, admin_endpoint=self.args.admin)

@@ -116,25 +116,25 @@ class Dispatch(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, config: Config, websockets: dict, proxies: dict):
+    def __init__(self, generation):
         super().__init__()
-        self.config = config
-        self.websockets = websockets
-        self.proxies = proxies
+        #: A wsfw.reload.Generation (config, websockets, proxies); a reload swaps it whole.
+        self.generation = generation
 
     def render(self, request):
         request.setHeader(b"server", b"wsfw")
+        generation = self.generation  # one generation for the whole request, even if a reload lands
         path = request.path.decode("latin-1")
-        route = self.config.match_route(request.getHeader(b"host"), path)
+        route = generation.config.match_route(request.getHeader(b"host"), path)
         if route is None:
             return plain(request, 404, "no route for this host and path")
         if is_upgrade(request):
             if not route.websocket:
                 return plain(request, 403, "WebSocket is not enabled on this route")
-            return self.websockets[route.name].render(request)
+            return generation.websockets[route.name].render(request)
         if not route.http_enabled:
             return plain(request, 404, "plain HTTP is not enabled on this route")
-        return self.proxies[route.name].render(request)
+        return generation.proxies[route.name].render(request)
 
 
 class PublicSite(server.Site):
@@ -146,10 +146,14 @@ class PublicSite(server.Site):
 
     def __init__(self, root, config: Config, reactor, on_response=None):
         super().__init__(root, reactor=reactor)
-        self.head_timeout = config.timeouts.request_head
-        self.max_body = config.limits.max_http_body_bytes
         self.reactor = reactor
         self.on_response = on_response or (lambda code: None)
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Apply the request-head deadline and body cap of ``config`` (at start and on reload)."""
+        self.head_timeout = config.timeouts.request_head
+        self.max_body = config.limits.max_http_body_bytes
 
     def log(self, request):
         """Every HTTP response that went through a ``Request`` (proxied, or wsfw's own) ends here:

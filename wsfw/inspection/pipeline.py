@@ -114,6 +114,15 @@ class Pipeline:
             return FORWARD
         return self._judge(decoded, "message", view.conn_id, view.peer, direction, view.path, view)
 
+    def adopt(self, old) -> None:
+        """Take over the per-connection state of the pipeline this one replaces on a reload, so
+        open connections keep decoding where they were: each keeps the framing it settled on,
+        its pending attachments and records, and a polling session its own. Rate-limit buckets
+        are not carried over: the new rules may number theirs differently."""
+        if isinstance(old, Pipeline):
+            self._connections = old._connections
+            self._http_sessions = old._http_sessions
+
     def connection_closed(self, conn_id: str) -> None:
         self._connections.pop((conn_id, "client"), None)
         self._connections.pop((conn_id, "upstream"), None)
@@ -390,16 +399,23 @@ def _without_excluded(finding, exclude):
     return finding
 
 
-def build_pipelines(config, audit: Audit) -> dict:
+def build_inspectors(inspection) -> list:
+    """The ``[inspection] inspectors``, built from their ``[inspector:NAME]`` options (this compiles
+    the signature database: seconds, so a reload reuses them when those settings are unchanged)."""
+    from wsfw.inspection.registry import factories
+
+    known, _ = factories()
+    return [known[name].build(inspection.options_for(name)) for name in inspection.inspectors]
+
+
+def build_pipelines(config, audit: Audit, inspectors: list | None = None) -> dict:
     """A pipeline per route, sharing inspector instances (they are stateless and compiled once).
 
     A route with rules or a positive model ([rule:*], [model:ROUTE], rule files) gets its own
     compiled, indexed wsfw.policy Policy; the others get none and pay nothing for it."""
-    from wsfw.inspection.registry import factories
-
-    known, _ = factories()
     inspection = config.inspection
-    inspectors = [known[name].build(inspection.options_for(name)) for name in inspection.inspectors]
+    if inspectors is None:
+        inspectors = build_inspectors(inspection)
     limits = decoders.Limits(max_depth=inspection.max_decode_depth, max_params=inspection.max_params,
                              max_expanded_bytes=inspection.max_expanded_bytes)
     return {

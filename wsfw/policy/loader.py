@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import difflib
 import glob as globbing
+import hashlib
 import json
 import os
 import re
@@ -45,6 +46,8 @@ class PolicyConfig:
     rules: tuple = ()
     models: tuple = ()  # Model per route
     files: tuple[str, ...] = ()  # the rule files read, in order
+    #: (path, sha256 of its text) of every rule and schema file read: part of the policy version.
+    sources: tuple[tuple[str, str], ...] = ()
 
     def for_route(self, route: str):
         """(rules, model) of one route; ([], None) when it has neither."""
@@ -104,6 +107,7 @@ class _PolicyLoader:
         self.model_files: dict[str, str] = {}
         self.entries: dict[str, dict[str, tuple[str, object]]] = {}  # route -> name -> (where, (validator, fast) or None)
         self.entry_sections: list = []
+        self.sources: list[tuple[str, str]] = []
         self.seq = 0
         self._known = None
 
@@ -328,7 +332,9 @@ class _PolicyLoader:
             full = path if os.path.isabs(path) else os.path.join(os.path.dirname(os.path.abspath(file)), path)
             try:
                 with open(full, encoding="utf-8") as f:
-                    schema = json.load(f)
+                    text = f.read()
+                self.sources.append((full, hashlib.sha256(text.encode("utf-8")).hexdigest()))
+                schema = json.loads(text)
             except OSError as e:
                 self.problem(file, section, "schema_file", f"cannot read {full!r}: {e.strerror or e}")
                 return
@@ -423,11 +429,13 @@ def rule_files(main_path: str, patterns: tuple[str, ...], problems: list[Problem
     return files
 
 
-def _read(path: str, problems: list[Problem]):
+def _read(path: str, problems: list[Problem], sources: list):
     parser = new_parser()
     try:
         with open(path, encoding="utf-8") as f:
-            parser.read_string(f.read(), source=path)
+            text = f.read()
+        sources.append((path, hashlib.sha256(text.encode("utf-8")).hexdigest()))
+        parser.read_string(text, source=path)
     except OSError as e:
         problems.append(Problem(path, None, None, f"cannot read: {e.strerror or e}"))
         return None
@@ -451,7 +459,7 @@ def load_policy(main_path: str, parser, sections: list[str], patterns: tuple[str
         loader.section(main_path, parser, name)
     files = rule_files(main_path, patterns, problems)
     for path in files:
-        rules_parser = _read(path, problems)
+        rules_parser = _read(path, problems, loader.sources)
         if rules_parser is None:
             continue
         for name in rules_parser.sections():
@@ -461,4 +469,4 @@ def load_policy(main_path: str, parser, sections: list[str], patterns: tuple[str
                                         "[model:ROUTE:NAME] sections"))
                 continue
             loader.section(path, rules_parser, name)
-    return attrs.evolve(loader.finish(), files=tuple(files))
+    return attrs.evolve(loader.finish(), files=tuple(files), sources=tuple(loader.sources))
