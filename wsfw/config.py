@@ -1,7 +1,7 @@
 """The configuration model: frozen values, built only by ``wsfw.config_ini``.
 
 Every value here is immutable so that a running connection can hold the config
-it started with while a reload (later) swaps in a new one. ``__init__`` stays
+it started with while a reload (``wsfw.reload``) swaps in a new one. ``__init__`` stays
 dumb: parsing and validation live in the loader, which reports every problem at
 once instead of failing on the first.
 """
