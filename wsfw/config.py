@@ -70,10 +70,18 @@ class Settings:
 
 @attrs.frozen
 class Listener:
-    """``[listen:NAME]``: one public socket, given as a Twisted endpoint string."""
+    """``[listen:NAME]``: one public socket, given as a Twisted endpoint string.
+
+    ``haproxy:`` in front of the string (as Twisted spells it) is kept apart as
+    ``proxy_protocol``: every connection then starts with a PROXY protocol v1
+    or v2 header from an L4 load balancer, which carries the real client
+    address. ``endpoint`` is the socket itself, so everything that binds,
+    compares or inherits sockets sees the same strings either way.
+    """
 
     name: str
     endpoint: str
+    proxy_protocol: bool = False
 
     @property
     def is_tls(self) -> bool:

@@ -244,12 +244,18 @@ class _Loader:
         endpoint = s.required("endpoint")
         if endpoint is None:
             return None
+        proxy_protocol = endpoint.startswith(endpoints.PROXY_PREFIX)
+        if proxy_protocol:
+            endpoint = endpoint[len(endpoints.PROXY_PREFIX):]
+            if endpoint.split(":", 1)[0] not in ("tcp", "tcp6", "ssl", "unix", "systemd"):
+                s.problem("endpoint", f"haproxy: wraps a tcp:, tcp6:, ssl:, unix: or systemd: endpoint, not {endpoint!r}")
+                return None
         if endpoint.split(":", 1)[0] != "systemd":  # systemd: resolves only under socket activation
             try:
                 endpoints.server_endpoint(MemoryReactor(), endpoint)
             except ValueError as e:
                 s.problem("endpoint", str(e))
-        return Listener(name=name, endpoint=endpoint)
+        return Listener(name=name, endpoint=endpoint, proxy_protocol=proxy_protocol)
 
     def route(self, s: _Section, name: str) -> Route | None:
         path = s.str("path", "/")

@@ -12,8 +12,9 @@ route's URL with hostname verification by service_identity (through
 from __future__ import annotations
 
 from twisted.internet import endpoints, ssl
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
 from twisted.python.filepath import FilePath
+from zope.interface import implementer
 
 from wsfw.config import Upstream, UpstreamTLS
 
@@ -27,6 +28,8 @@ MODERN_CIPHERS = (
 )
 
 _SSL_KEYS = {"privateKey", "certKey", "extraCertChain", "dhParameters", "interface", "backlog"}
+#: Twisted's prefix for a listener whose connections start with a PROXY protocol header.
+PROXY_PREFIX = "haproxy:"
 
 
 def split_description(description: str) -> tuple[str, list[str], dict[str, str]]:
@@ -172,6 +175,52 @@ def server_endpoint(reactor: IReactorCore, description: str):
     port, backlog, interface, _ = ssl_parts(description)
     return endpoints.SSL4ServerEndpoint(reactor, port, tls_server_options(description), backlog=backlog,
                                         interface=interface)
+
+
+def wrap_factory(factory, tls=None, proxy_protocol: bool = False):
+    """The factory a listening socket serves: TLS around ``factory`` when ``tls``
+    (``CertificateOptions``) is given, and the PROXY protocol parser outermost.
+
+    The order matters: a load balancer in TCP mode writes the PROXY header in
+    clear before the client's TLS bytes. (Twisted's own ``haproxy:ssl:`` string
+    would expect the header inside TLS.)
+    """
+    if tls is not None:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        factory = TLSMemoryBIOFactory(tls, False, factory)
+    if proxy_protocol:
+        from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+        factory = HAProxyWrappingFactory(factory)
+    return factory
+
+
+@implementer(IStreamServerEndpoint)
+class ProxyProtocolEndpoint:
+    """A listener taking PROXY protocol v1/v2 connections (``haproxy:`` + its endpoint string).
+
+    Built from the plain socket's endpoint, so an ``ssl:`` listener's TLS goes
+    inside the PROXY parser (see :func:`wrap_factory`)."""
+
+    def __init__(self, reactor, description: str):
+        self.tls = None
+        if split_description(description)[0] == "ssl":
+            port, backlog, interface, _ = ssl_parts(description)
+            self.tls = tls_server_options(description)
+            self.plain = endpoints.TCP4ServerEndpoint(reactor, port, backlog=backlog, interface=interface)
+        else:
+            self.plain = server_endpoint(reactor, description)
+
+    def listen(self, factory):
+        return self.plain.listen(wrap_factory(factory, self.tls, proxy_protocol=True))
+
+
+def listener_endpoint(reactor, listener):
+    """The ``IStreamServerEndpoint`` a single process binds for a ``[listen:NAME]``."""
+    if listener.proxy_protocol:
+        return ProxyProtocolEndpoint(reactor, listener.endpoint)
+    return server_endpoint(reactor, listener.endpoint)
 
 
 def client_tls_options(upstream: Upstream, tls: UpstreamTLS):

@@ -43,10 +43,9 @@ import stat
 
 from twisted.internet import address, defer, error, fdesc, tcp, unix
 from twisted.internet.interfaces import IStreamServerEndpoint
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from wsfw.endpoints import ssl_parts, server_endpoint, split_description
+from wsfw.endpoints import server_endpoint, split_description, ssl_parts, wrap_factory
 
 #: Endpoint kinds bound as one SO_REUSEPORT socket per worker.
 TCP_KINDS = ("tcp", "tcp6", "ssl")
@@ -173,15 +172,17 @@ class InheritedEndpoint:
 
     ``tls`` is the ``ssl:`` listener's ``CertificateOptions``
     (``endpoints.tls_server_options``): the factory is wrapped in TLS exactly
-    as ``reactor.listenSSL`` does. The inherited descriptor is closed once
+    as ``reactor.listenSSL`` does, and with ``proxy_protocol`` the PROXY header
+    parser goes outside it (``endpoints.wrap_factory``). The inherited descriptor is closed once
     adopted (the port holds a duplicate), as Twisted's
     ``AdoptedStreamServerEndpoint`` does. One use only.
     """
 
-    def __init__(self, reactor, fd: int, tls=None):
+    def __init__(self, reactor, fd: int, tls=None, proxy_protocol: bool = False):
         self.reactor = reactor
         self.fd = fd
         self.tls = tls
+        self.proxy_protocol = proxy_protocol
         self._used = False
 
     def listen(self, factory):
@@ -199,8 +200,7 @@ class InheritedEndpoint:
         probe = socket.socket(fileno=os.dup(self.fd))
         family, where = probe.family, probe.getsockname()
         probe.close()
-        if self.tls is not None:
-            factory = TLSMemoryBIOFactory(self.tls, False, factory)
+        factory = wrap_factory(factory, self.tls, self.proxy_protocol)
         if family == socket.AF_UNIX:
             port = InheritedUNIXPort._fromListeningDescriptor(self.reactor, self.fd, factory)
             if isinstance(where, str) and where and not where.startswith("\0"):  # not an abstract socket

@@ -271,8 +271,7 @@ def build(config: Config, reactor, hook=None, *, listen: dict | None = None,
     for listener in config.listeners:
         if listen is not None and listener.name not in listen:
             continue  # a worker started after a reload added it: the supervisor binds it on restart
-        endpoint = listen[listener.name] if listen is not None else endpoints.server_endpoint(reactor,
-                                                                                               listener.endpoint)
+        endpoint = listen[listener.name] if listen is not None else endpoints.listener_endpoint(reactor, listener)
         service = ListenerService(listener.name, listener.endpoint, endpoint, site)
         service.setServiceParent(top)
         top.listeners.append(service)

@@ -109,7 +109,8 @@ class Worker:
                               "on restart", worker=self.args.worker, name=listener.name)
                 continue
             tls = endpoints.tls_server_options(listener.endpoint, read) if listener.is_tls else None
-            listen[listener.name] = InheritedEndpoint(self.reactor, int(self.sockets[listener.name]), tls)
+            listen[listener.name] = InheritedEndpoint(self.reactor, int(self.sockets[listener.name]), tls,
+                                                      proxy_protocol=listener.proxy_protocol)
         return build(config, self.reactor, listen=listen, admin_endpoint=self.args.admin)
 
     def run(self) -> int:
