@@ -114,6 +114,26 @@ class Upstream:
 
 
 @attrs.frozen
+class OriginPattern:
+    """One ``origins =`` entry of a route: ``scheme://host[:port]``, lower-cased, with the
+    scheme's default port filled in (so ``https://a.example`` and ``https://a.example:443``
+    are one origin). ``wildcard`` entries (``https://*.example.com``) admit the subdomains
+    of ``host`` at any depth, never ``host`` itself. ``port`` is None only for a scheme
+    with no default port (``chrome-extension://ID``)."""
+
+    scheme: str
+    host: str
+    port: int | None
+    wildcard: bool = False
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = {"http": 80, "ws": 80, "https": 443, "wss": 443}.get(self.scheme)
+        port = "" if self.port is None or self.port == default else f":{self.port}"
+        return f"{self.scheme}://{'*.' if self.wildcard else ''}{host}{port}"
+
+
+@attrs.frozen
 class Route:
     """``[route:NAME]``: which requests go where.
 
@@ -121,6 +141,9 @@ class Route:
     and the longest ``path`` prefix. ``upstream`` is the WebSocket side,
     ``http_upstream`` the origin for plain HTTP on the same route (polling
     fallbacks, negotiate calls, the app's pages).
+
+    The handshake allow-lists (``wsfw.handshake.screen``) are checked before the
+    upstream is dialled; each is off when empty.
     """
 
     name: str
@@ -136,6 +159,20 @@ class Route:
     mode: str | None = None  # None: [wsfw] mode
     framing: str = "auto"
     inspect_upstream: bool = False
+    #: Origins a browser handshake may come from (against cross-site WebSocket hijacking).
+    origins: tuple[OriginPattern, ...] = ()
+    #: Host names (``*.example.com`` for subdomains) the handshake's Host may name; port ignored.
+    hosts: tuple[str, ...] = ()
+    #: Header names (lower case) that must be present and non-empty.
+    require_headers: tuple[str, ...] = ()
+    #: Cookie names that must be present with a value (a session cookie).
+    require_cookies: tuple[str, ...] = ()
+    #: Subprotocols a client may offer; the others are removed from its offer.
+    subprotocols: tuple[str, ...] = ()
+    #: Extension names (lower case) a client may offer; an offer of another is refused.
+    extensions: tuple[str, ...] = ()
+    #: Run the handshake's path, query, cookies and headers through the route's detectors.
+    inspect_handshake: bool = True
 
     def matches_host(self, host: str) -> bool:
         if self.host is None:
@@ -158,9 +195,40 @@ class Route:
         return base.path + rest
 
 
+RATE_ACTIONS = ("close", "drop")
+
+
+@attrs.frozen
+class Rate:
+    """A token-bucket rate such as ``20/s`` or ``1MiB/s``: ``count`` per ``period`` seconds.
+
+    The count is also the burst, so ``600/m`` lets a client spend its minute's
+    allowance at once and then one every 0.1 s, the way nginx's ``limit_req``
+    with ``burst`` equal to the rate behaves. ``text`` is the value as written,
+    for logs and refusal messages.
+    """
+
+    count: float
+    period: float
+    text: str = ""
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period
+
+    @property
+    def burst(self) -> float:
+        """What a full bucket holds: the count, and at least one message (or byte)."""
+        return max(self.count, 1.0)
+
+
 @attrs.frozen
 class Limits:
-    """``[limits]``: hard caps that apply in every mode."""
+    """``[limits]``: hard caps that apply in every mode, and the abuse limits of ``wsfw.guard``.
+
+    Every abuse limit is off at 0 (or None for a rate), so upgrading wsfw never
+    starts refusing traffic a deployment used to accept.
+    """
 
     max_message_bytes: int = 16 * 1024 * 1024
     max_frame_bytes: int = 16 * 1024 * 1024
@@ -168,6 +236,22 @@ class Limits:
     max_http_body_bytes: int = 1024 * 1024
     max_connections: int = 0
     compression: str = "off"
+    #: Concurrent WebSocket connections across every route (503 beyond); 0: no cap.
+    max_connections_total: int = 0
+    #: Concurrent WebSocket connections of one client address (429 beyond); 0: no cap.
+    max_connections_per_ip: int = 0
+    #: WebSocket handshakes one client address may start (429 beyond); None: no limit.
+    handshake_rate_per_ip: Rate | None = None
+    #: Client -> upstream messages per connection; None: no limit.
+    message_rate: Rate | None = None
+    #: Client -> upstream payload bytes per connection; None: no limit.
+    byte_rate: Rate | None = None
+    #: What a message over ``message_rate`` or ``byte_rate`` gets: close (1008) or drop.
+    on_rate_exceeded: str = "close"
+    #: Disruptive decisions against one address within ``ban_window`` that ban it; 0: no bans.
+    ban_after: int = 0
+    ban_window: float = 60.0
+    ban_time: float = 600.0
 
     @property
     def compress_client(self) -> bool:
@@ -191,6 +275,8 @@ class Timeouts:
     request_head: float = 10.0
     upstream_response: float = 60.0
     shutdown_drain: float = 10.0
+    #: Close a WebSocket connection (1001 on both hops) this long after it opened; 0: never.
+    max_lifetime: float = 0.0
 
 
 @attrs.frozen

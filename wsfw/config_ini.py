@@ -27,6 +27,7 @@ from wsfw.config import (
     LOG_FORMATS,
     LOG_LEVELS,
     MODES,
+    RATE_ACTIONS,
     SYSLOG_FACILITIES,
     WORKERS_MAX,
     Admin,
@@ -35,6 +36,7 @@ from wsfw.config import (
     Limits,
     Listener,
     LogConfig,
+    Rate,
     Route,
     Settings,
     Timeouts,
@@ -59,11 +61,15 @@ SECTION_KEYS = {
     "wsfw": ("on_inspection_error", "mode", "trusted_proxies", "expose_reason", "workers"),
     "listen": ("endpoint",),
     "route": ("host", "path", "upstream", "http_upstream", "ca_file", "client_cert", "client_key",
-              "server_name", "preserve_host", "websocket", "http", "mode", "framing", "inspect_upstream"),
+              "server_name", "preserve_host", "websocket", "http", "mode", "framing", "inspect_upstream",
+              "origins", "hosts", "require_headers", "require_cookies", "subprotocols", "extensions",
+              "inspect_handshake"),
     "limits": ("max_message_bytes", "max_frame_bytes", "max_frames_per_message", "max_http_body_bytes",
-               "max_connections", "compression"),
+               "max_connections", "compression", "max_connections_total", "max_connections_per_ip",
+               "handshake_rate_per_ip", "message_rate", "byte_rate", "on_rate_exceeded", "ban_after", "ban_window",
+               "ban_time"),
     "timeouts": ("connect", "open_handshake", "close_handshake", "idle", "auto_ping_interval",
-                 "auto_ping_timeout", "request_head", "upstream_response", "shutdown_drain"),
+                 "auto_ping_timeout", "request_head", "upstream_response", "shutdown_drain", "max_lifetime"),
     "log": ("level", "connections", "format", "file", "json_file", "audit_file", "syslog", "syslog_facility"),
     "admin": ("endpoint", "events", "allow_remote"),
     "inspection": ("inspectors", "on_decode_error", "on_decode_limit", "max_decode_depth", "max_params",
@@ -131,6 +137,22 @@ class _Section:
             self.problem(key, "must not be negative")
             return default
         return value
+
+    def rate(self, key: str, sizes: bool = False) -> Rate | None:
+        """A token-bucket rate (``100/s``, ``600/m``; with ``sizes`` also ``1MiB/s``), or None when
+        the key is empty, 0 or off. The syntax is the rules' ``rate =`` (wsfw.policy.loader)."""
+        from wsfw.policy.loader import parse_rate
+
+        raw = (self.items.get(key) or "").strip()
+        if not raw or raw.lower() in _OFF:
+            return None
+        parsed = parse_rate(raw, sizes)
+        if parsed is None:
+            example = "1MiB/s, 64KiB/s, 100000/m" if sizes else "100/s, 600/m, 1000/h"
+            self.problem(key, f"{raw!r} is not a rate (e.g. {example}; empty or 0: off)")
+            return None
+        count, period = parsed
+        return Rate(count=count, period=period, text=raw) if count > 0 else None
 
     def duration(self, key: str, default: float) -> float:
         def convert(v):
@@ -205,7 +227,8 @@ class _Loader:
         policy = load_policy(self.path, self.parser, policy_sections, inspection.rules, routes, self.problems)
         self.fail_if_problems()
         return Config(path=self.path, listeners=tuple(listeners), routes=tuple(routes), settings=settings,
-                      limits=limits, timeouts=timeouts, log=log, inspection=inspection, admin=admin, text=self.text,
+                      limits=limits, timeouts=timeouts, log=log, inspection=inspection, admin=admin,
+                      text=self.text,
                       policy=policy)
 
     # -- sections ---------------------------------------------------------
@@ -284,6 +307,7 @@ class _Loader:
                 except Exception as e:
                     s.problem(key, f"TLS settings unusable: {e}")
                 break  # both sides share the same TLS settings: report once
+        handshake = self.route_handshake(s)
         route = None
         if ws is not None and http is not None:
             route = Route(name=name, path=path, host=host, upstream_url=upstream_url, ws=ws, http=http, tls=tls,
@@ -291,8 +315,59 @@ class _Loader:
                           http_enabled=s.bool("http", True),
                           mode=s.choice("mode", "block", MODES) if s.str("mode") else None,
                           framing=s.choice("framing", "auto", FRAMINGS),
-                          inspect_upstream=s.bool("inspect_upstream", False))
+                          inspect_upstream=s.bool("inspect_upstream", False), **handshake)
         return route
+
+    def route_handshake(self, s: _Section) -> dict:
+        """A route's handshake allow-lists (``wsfw.handshake.screen``) and ``inspect_handshake``.
+
+        Each list is words separated by spaces or commas. Entries are checked here, not at the
+        first handshake: a mistyped origin would otherwise refuse every browser, or a
+        malformed one admit none, with nothing said until traffic arrives."""
+        from wsfw.handshake import TOKEN, parse_origin_pattern
+
+        def words(key: str) -> list[str]:
+            return (s.str(key) or "").replace(",", " ").split()
+
+        origins = []
+        for text in words("origins"):
+            if text == "*":
+                s.problem("origins", "'*' is not an origin: leave origins empty to admit any Origin")
+                continue
+            if text.lower() == "null":
+                s.problem("origins", "'null' is the Origin of sandboxed frames and local files, which any page "
+                          "can produce: it cannot be allowed")
+                continue
+            try:
+                origins.append(parse_origin_pattern(text))
+            except ValueError as e:
+                s.problem("origins", str(e))
+        hosts = []
+        for text in words("hosts"):
+            host = text.lower().rstrip(".")
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            if _is_ip(host):
+                hosts.append(host)
+            elif ":" in host:
+                s.problem("hosts", f"{text!r}: give host names without a port (the Host's port is ignored)")
+            elif not re.match(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$", host):
+                s.problem("hosts", f"{text!r} is not a host name, IP address or *.domain wildcard")
+            else:
+                hosts.append(host)
+        lists = {}
+        for key, what, fold in (("require_headers", "a header name", True), ("require_cookies", "a cookie name", False),
+                                ("subprotocols", "a subprotocol name", False),
+                                ("extensions", "an extension name", True)):
+            items = []
+            for text in words(key):
+                if not TOKEN.match(text):
+                    s.problem(key, f"{text!r} is not {what} (letters, digits and !#$%&'*+-.^_`|~ only)")
+                elif (text.lower() if fold else text) not in items:
+                    items.append(text.lower() if fold else text)
+            lists[key] = tuple(items)
+        return dict(origins=tuple(origins), hosts=tuple(hosts), **lists,
+                    inspect_handshake=s.bool("inspect_handshake", True))
 
     def upstream(self, s: _Section, key: str, url: str, schemes: tuple[str, str]) -> Upstream | None:
         try:
@@ -324,7 +399,20 @@ class _Loader:
             max_http_body_bytes=s.size("max_http_body_bytes", d.max_http_body_bytes),
             max_connections=s.count("max_connections", d.max_connections),
             compression=s.choice("compression", d.compression, COMPRESSION),
+            max_connections_total=s.count("max_connections_total", d.max_connections_total),
+            max_connections_per_ip=s.count("max_connections_per_ip", d.max_connections_per_ip),
+            handshake_rate_per_ip=s.rate("handshake_rate_per_ip"),
+            message_rate=s.rate("message_rate"),
+            byte_rate=s.rate("byte_rate", sizes=True),
+            on_rate_exceeded=s.choice("on_rate_exceeded", d.on_rate_exceeded, RATE_ACTIONS),
+            ban_after=s.count("ban_after", d.ban_after),
+            ban_window=s.duration("ban_window", d.ban_window),
+            ban_time=s.duration("ban_time", d.ban_time),
         )
+        if limits.ban_after:
+            for key in ("ban_window", "ban_time"):
+                if getattr(limits, key) <= 0:
+                    s.problem(key, "must be greater than 0 when ban_after is set")
         if limits.max_message_bytes <= 0:
             s.problem("max_message_bytes", "must be positive: a message cap is what bounds memory")
         if limits.max_frame_bytes > limits.max_message_bytes:

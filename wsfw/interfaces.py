@@ -95,3 +95,53 @@ class IConnectionObserver(Interface):
 
     def finished(relay):
         """The connection is gone (both hops closed, or it never opened); its counts are final."""
+
+
+class IClientGuard(Interface):
+    """Decides, per client address, whether a request may come in, and learns which addresses to ban.
+
+    The public ``Dispatch`` asks it about every request before routing (a banned
+    address is refused everything; a WebSocket upgrade also meets the global
+    and per-address connection caps and the per-address handshake rate), and it
+    is told about every disruptive decision against a client. The interface is
+    about those decisions only: where counts and bans live is the
+    implementation's business. ``wsfw.guard.Guard`` keeps them in this process;
+    an implementation on a shared store can keep them for a fleet of workers
+    or hosts without any caller changing.
+    """
+
+    def configure(config):
+        """Apply ``config.limits`` (at start and on every reload) to the decisions made from now on;
+        open connections keep their slots."""
+
+    def admit(address, websocket):
+        """A ``wsfw.guard.Admission`` for a request from ``address`` (``websocket``: it asks to
+        upgrade). Refused ones carry the HTTP status and reason; an admitted upgrade carries an
+        ``IAdmissionTicket`` whose ``release`` must run exactly once, when its connection ends."""
+
+    def offence(address, reason):
+        """Record one disruptive decision against ``address`` (a block, a rate-limit close);
+        ``ban_after`` of them within ``ban_window`` ban it for ``ban_time``. True when this one banned it."""
+
+    def audit_event(event):
+        """Observer of ``Audit.publisher``: an enforced block of a client's message or request is an
+        offence of that client. Never raises."""
+
+    def banned_count():
+        """How many addresses are refused right now (a gauge)."""
+
+
+class IAdmissionTicket(Interface):
+    """One admitted WebSocket connection's place in the guard's counts."""
+
+    address = Attribute("the client address it was admitted for, canonical; None when the client has no IP "
+                        "address (a unix: listener's peer), which only the global cap counts")
+
+    def bind(conn_id):
+        """The relay's connection id, so audit events naming it are counted against ``address``."""
+
+    def offence(reason):
+        """Report a disruptive decision against this connection's client (``IClientGuard.offence``)."""
+
+    def release():
+        """The connection is gone: give its slot back. Idempotent."""

@@ -17,7 +17,10 @@ So nothing on the message path touches them:
   (a bisect and two additions);
 * handshakes, upstream dials and HTTP responses are counted once per
   connection or request (:class:`wsfw.interfaces.IConnectionObserver`,
-  ``PublicSite.log``).
+  ``PublicSite.log``);
+* admission refusals and bans are the plain counters ``wsfw.guard.Guard``
+  keeps, and rate-limited messages the ones each ``Relay`` keeps: both read
+  when scraped.
 
 No label carries a client-controlled value: routes come from the config,
 rule ids and classes from the rule set, reasons and results from fixed
@@ -46,6 +49,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from zope.interface import implementer
 
 from wsfw import __version__
+from wsfw.guard import REFUSALS
 from wsfw.interfaces import IConnectionObserver, IMessageHook
 from wsfw.logs import logger
 from wsfw.relay import CLIENT, UPSTREAM
@@ -202,8 +206,11 @@ class Metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         self.tracker = tracker
+        #: The wsfw.guard.Guard whose refusal and ban counters are read when scraped (set by service.build).
+        self.guard = None
         # final counts of connections that ended (live ones are read from the relays)
         self.closed_messages = {CLIENT: 0, UPSTREAM: 0}
+        self.closed_rate_limited = {"close": 0, "drop": 0}
         self.closed_bytes = {CLIENT: 0, UPSTREAM: 0}
         self.closed_dropped = {CLIENT: 0, UPSTREAM: 0}
         self.closed_pauses = {CLIENT: 0, UPSTREAM: 0}
@@ -316,6 +323,8 @@ class Metrics:
         if relay.producers:
             self.closed_pauses[UPSTREAM] += relay.producers[0].pauses
             self.closed_pauses[CLIENT] += relay.producers[1].pauses
+        self.closed_rate_limited["close"] += relay.rate_closes
+        self.closed_rate_limited["drop"] += relay.rate_drops
         if not relay.started:
             code = relay.close_code
             refused = relay.closed_by == "wsfw" and isinstance(code, int) and 400 <= code <= 599
@@ -328,6 +337,7 @@ class Metrics:
         """Totals over ended and live connections, read now (reactor thread)."""
         messages, size = dict(self.closed_messages), dict(self.closed_bytes)
         dropped, pauses = dict(self.closed_dropped), dict(self.closed_pauses)
+        rate_limited = dict(self.closed_rate_limited)
         opened = pending = 0
         for relay in (self.tracker.relays if self.tracker is not None else ()):
             if relay.started:
@@ -341,8 +351,10 @@ class Metrics:
             if relay.producers:
                 pauses[UPSTREAM] += relay.producers[0].pauses
                 pauses[CLIENT] += relay.producers[1].pauses
+            rate_limited["close"] += relay.rate_closes
+            rate_limited["drop"] += relay.rate_drops
         return {"connections_open": opened, "handshakes_pending": pending, "messages": messages, "bytes": size,
-                "dropped": dropped, "pauses": pauses}
+                "dropped": dropped, "pauses": pauses, "rate_limited": rate_limited}
 
 
 class _LiveCollector:
@@ -376,6 +388,24 @@ class _LiveCollector:
         yield messages
         yield size
         yield pauses
+        limited = CounterMetricFamily("wsfw_rate_limited_messages", "Client messages over [limits] message_rate "
+                                      "or byte_rate, by what they got: close (the connection, 1008) or drop.",
+                                      labels=["action"])
+        for action in ("close", "drop"):
+            limited.add_metric([action], live["rate_limited"][action])
+        yield limited
+        guard = self.metrics.guard
+        if guard is not None:
+            refusals = CounterMetricFamily("wsfw_admission_refusals", "Requests refused before routing, by reason: "
+                                           "banned (403), total (max_connections_total, 503), per_ip "
+                                           "(max_connections_per_ip, 429), handshake_rate (429).", labels=["reason"])
+            for reason in REFUSALS:
+                refusals.add_metric([reason], guard.refusals[reason])
+            yield refusals
+            yield CounterMetricFamily("wsfw_bans", "Client addresses banned (ban_after disruptive decisions within "
+                                      "ban_window).", value=guard.bans_total)
+            yield GaugeMetricFamily("wsfw_banned_addresses", "Client addresses refused now for a ban.",
+                                    value=guard.banned_count())
         inspection = HistogramMetricFamily("wsfw_inspection_seconds", "Time to decide on one message (decode "
                                            "and every inspector), by route.", labels=["route"])
         for route, histogram in sorted(self.metrics.inspection.items()):

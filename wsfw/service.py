@@ -16,6 +16,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from wsfw import endpoints, logs
 from wsfw.config import Config
+from wsfw.guard import Guard
 from wsfw.inspection.audit import Audit
 from wsfw.http.site import Dispatch, PublicSite
 from wsfw.reload import Generations, Reloader
@@ -193,6 +194,7 @@ class WsfwService(MultiService):
         self.metrics = None
         self.audit: Audit | None = None
         self.reloader: Reloader | None = None
+        self.guard = None  # the wsfw.interfaces.IClientGuard: bans, connection caps, handshake rate
 
     @property
     def ready(self) -> defer.Deferred:
@@ -258,12 +260,18 @@ def build(config: Config, reactor, hook=None, *, listen: dict | None = None,
     top.tracker = tracker
     if metrics is not None:
         metrics.tracker = tracker
-    generations = Generations(reactor, audit, pool, tracker, metrics, hook)
-    dispatch = Dispatch(generations.build(config))
+    # One guard for the daemon's life: counts, buckets and bans survive reloads (reloaded() reconfigures it).
+    guard = top.guard = Guard(config, reactor)
+    audit.publisher.addObserver(guard.audit_event)
+    if metrics is not None:
+        metrics.guard = guard
+    generations = Generations(reactor, audit, pool, tracker, metrics, hook, guard=guard)
+    dispatch = Dispatch(generations.build(config), guard)
     site = PublicSite(dispatch, config, reactor, metrics.http_response if metrics is not None else None)
 
     def reloaded(new: Config) -> None:
         site.configure(new)
+        guard.configure(new)
         if metrics is not None:
             metrics.reloaded(new)
 

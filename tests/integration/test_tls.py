@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from OpenSSL import SSL
 from twisted.internet import defer, ssl
 from twisted.trial import unittest
 

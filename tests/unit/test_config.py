@@ -160,3 +160,124 @@ def test_wss_route_with_unreadable_ca_file():
     """A secure upstream's CA file is read at load."""
     found = problems("[listen:a]\nendpoint = tcp:1\n[route:a]\nupstream = wss://x\nca_file = /nonexistent.pem\n")
     assert any("[route:a] upstream: TLS settings unusable: cannot read ca_file" in p for p in found)
+
+
+HANDSHAKE_BASE = "[listen:a]\nendpoint = tcp:1\n[route:a]\nupstream = ws://x\n"
+
+
+def test_route_handshake_keys():
+    """The handshake allow-lists load as normalised tuples; every one is off when empty."""
+    from wsfw.config import OriginPattern
+
+    route = load(HANDSHAKE_BASE + """origins = https://Chat.Example.com:443, https://*.example.org:8443
+hosts = Chat.Example.com *.example.org [::1]
+require_headers = Origin, X-Client
+require_cookies = session
+subprotocols = v12.stomp mqtt v12.stomp
+extensions = Permessage-Deflate
+inspect_handshake = no
+""").routes[0]
+    assert route.origins == (OriginPattern("https", "chat.example.com", 443), OriginPattern("https", "example.org", 8443, True))
+    assert route.hosts == ("chat.example.com", "*.example.org", "::1")
+    assert (route.require_headers, route.require_cookies) == (("origin", "x-client"), ("session",))
+    assert (route.subprotocols, route.extensions) == (("v12.stomp", "mqtt"), ("permessage-deflate",))
+    assert route.inspect_handshake is False
+    default = load(HANDSHAKE_BASE).routes[0]
+    assert (default.origins, default.hosts, default.require_headers, default.require_cookies, default.subprotocols,
+            default.extensions, default.inspect_handshake) == ((), (), (), (), (), (), True)
+    shipped = config_ini.load("etc/wsfw.ini").routes[0]
+    assert (shipped.origins, shipped.subprotocols, shipped.inspect_handshake) == ((), (), True)
+
+
+def test_route_handshake_key_errors():
+    """Each bad entry is reported with file, section and key, all at once."""
+    found = problems(HANDSHAKE_BASE + """origins = chat.example.com https://ok.example * null https://a.example/app
+hosts = chat.example.com:443 bad_host!
+require_headers = x-ok bad:header
+require_cookies = a;b
+subprotocols = v12.stomp "quoted"
+extensions = x(y)
+inspect_handshake = maybe
+""")
+    text = "\n".join(found)
+    assert "test.ini: [route:a] origins: 'chat.example.com' is not an origin" in text
+    assert "[route:a] origins: '*' is not an origin: leave origins empty" in text
+    assert "[route:a] origins: 'null' is the Origin of sandboxed frames" in text
+    assert "[route:a] origins: 'https://a.example/app' is not an origin" in text
+    assert "[route:a] hosts: 'chat.example.com:443': give host names without a port" in text
+    assert "[route:a] hosts: 'bad_host!' is not a host name" in text
+    assert "[route:a] require_headers: 'bad:header' is not a header name" in text
+    assert "[route:a] require_cookies: 'a;b' is not a cookie name" in text
+    assert "[route:a] subprotocols: '\"quoted\"' is not a subprotocol name" in text
+    assert "[route:a] extensions: 'x(y)' is not an extension name" in text
+    assert "[route:a] inspect_handshake: 'maybe' is not yes or no" in text
+    assert len(found) == 11
+
+
+ABUSE_BASE = "[listen:a]\nendpoint = tcp:1\n[route:a]\nupstream = ws://x\n"
+
+
+def test_abuse_limit_keys():
+    """[limits] abuse limits and [timeouts] max_lifetime: typed, units converted; a rate's count is also its burst."""
+    c = load(ABUSE_BASE + """[limits]
+max_connections_total = 10000
+max_connections_per_ip = 20
+handshake_rate_per_ip = 600/m
+message_rate = 100/s
+byte_rate = 1MiB/s
+on_rate_exceeded = drop
+ban_after = 5
+ban_window = 2m
+ban_time = 1h
+[timeouts]
+max_lifetime = 12h
+""")
+    limits = c.limits
+    assert (limits.max_connections_total, limits.max_connections_per_ip) == (10000, 20)
+    assert (limits.handshake_rate_per_ip.count, limits.handshake_rate_per_ip.period) == (600, 60)
+    assert limits.handshake_rate_per_ip.per_second == 10 and limits.handshake_rate_per_ip.burst == 600
+    assert (limits.message_rate.per_second, limits.message_rate.text) == (100, "100/s")
+    assert limits.byte_rate.per_second == limits.byte_rate.burst == 1 << 20
+    assert (limits.on_rate_exceeded, limits.ban_after, limits.ban_window, limits.ban_time) == ("drop", 5, 120, 3600)
+    assert c.timeouts.max_lifetime == 12 * 3600
+
+
+@pytest.mark.parametrize("value", ["", "0", "off", "0/s"])
+def test_abuse_limits_off(value):
+    """Every abuse limit is off by default, and a rate is off when empty or 0."""
+    default = load(ABUSE_BASE).limits
+    assert (default.max_connections_total, default.max_connections_per_ip, default.handshake_rate_per_ip,
+            default.message_rate, default.byte_rate, default.on_rate_exceeded, default.ban_after) == (
+        0, 0, None, None, None, "close", 0)
+    assert load(ABUSE_BASE).timeouts.max_lifetime == 0
+    limits = load(ABUSE_BASE + f"[limits]\nhandshake_rate_per_ip = {value}\nmessage_rate = {value}\n"
+                  f"byte_rate = {value}\n").limits
+    assert (limits.handshake_rate_per_ip, limits.message_rate, limits.byte_rate) == (None, None, None)
+
+
+def test_abuse_limit_errors():
+    """Each bad value is reported with file, section and key, all at once."""
+    found = problems(ABUSE_BASE + """[limits]
+max_connections_total = -1
+max_connections_per_ip = many
+handshake_rate_per_ip = fast
+message_rate = 10KiB/s
+byte_rate = 1MiB per second
+on_rate_exceeded = explode
+ban_after = 3
+ban_window = 0
+ban_time = forever
+[timeouts]
+max_lifetime = 1 day
+""")
+    text = "\n".join(found)
+    assert "test.ini: [limits] max_connections_total: must not be negative" in text
+    assert "test.ini: [limits] max_connections_per_ip: 'many' is not a whole number" in text
+    assert "test.ini: [limits] handshake_rate_per_ip: 'fast' is not a rate (e.g. 100/s, 600/m, 1000/h" in text
+    assert "test.ini: [limits] message_rate: '10KiB/s' is not a rate (e.g. 100/s" in text
+    assert "test.ini: [limits] byte_rate: '1MiB per second' is not a rate (e.g. 1MiB/s" in text
+    assert "test.ini: [limits] on_rate_exceeded: 'explode' is not one of close, drop" in text
+    assert "test.ini: [limits] ban_window: must be greater than 0 when ban_after is set" in text
+    assert "test.ini: [limits] ban_time: 'forever' is not a duration" in text
+    assert "test.ini: [timeouts] max_lifetime: '1 day' is not a duration" in text
+    assert len(found) == 9

@@ -83,11 +83,13 @@ def test_log_keys(tmp_path):
 
 
 def test_shipped_config_documents_every_key():
-    """etc/wsfw.ini names every key of [admin] and [log], so operators see them all."""
+    """etc/wsfw.ini names every key of every section, so operators see them all."""
     text = open("etc/wsfw.ini").read()
-    for section in ("admin", "log"):
-        body = text.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
-        for key in config_ini.SECTION_KEYS[section]:
+    for section, keys in config_ini.SECTION_KEYS.items():
+        header = f"\n[{section}:" if section in ("listen", "route") else f"\n[{section}]\n"
+        assert header in text, f"no {header.strip()} section in etc/wsfw.ini"
+        body = text.split(header, 1)[1].split("\n[", 1)[0]
+        for key in keys:
             assert f"\n{key} =" in body, f"[{section}] {key} is not in etc/wsfw.ini"
 
 

@@ -187,3 +187,117 @@ def test_shutdown_closes_both_with_1001():
     relay, client, upstream, _ = make()
     relay.shutdown()
     assert client.closes == [(1001, "server shutting down")] == upstream.closes
+
+
+# -- per-connection abuse limits ([limits] message_rate / byte_rate, [timeouts] max_lifetime) --------
+
+
+class Ticket:
+    """Records the offences the relay reports against its client (an IAdmissionTicket's part it uses)."""
+
+    def __init__(self):
+        self.offences = []
+
+    def offence(self, reason):
+        self.offences.append(reason)
+        return False
+
+
+def limited(limits: str, timeouts=None):
+    from wsfw import config_ini
+
+    cfg = config_ini.load("t.ini", "[listen:a]\nendpoint = tcp:0\n[route:r]\nupstream = ws://127.0.0.1:9\n"
+                          f"[limits]\n{limits}\n")
+    clock = task.Clock()
+    clock.advance(100)
+    relay = Relay(route="r", peer="1.2.3.4:5", path="/p", hook=NoInspection(), settings=Settings(),
+                  timeouts=timeouts or Timeouts(close_handshake=1.0), clock=clock, log_connections=False,
+                  limits=cfg.limits)
+    client, upstream = FakeRelayEnd(CLIENT), FakeRelayEnd(UPSTREAM)
+    relay.attach(CLIENT, client)
+    relay.attach(UPSTREAM, upstream)
+    relay.ticket = Ticket()
+    relay.start()
+    return relay, client, upstream, clock
+
+
+def test_no_rates_configured_costs_one_attribute_test():
+    relay, *_ = limited("")
+    assert relay._limited is False
+
+
+def test_message_rate_close_1008_upstream_1001_and_an_offence():
+    """``5/s``: the burst of 5 passes, the 6th closes the client with 1008 (the upstream 1001) before
+    it is inspected or forwarded, and the ticket hears of it once."""
+    relay, client, upstream, _ = limited("message_rate = 5/s")
+    for i in range(5):
+        relay.message(CLIENT, b"m%d" % i, False)
+    assert len(upstream.sent) == 5
+    relay.message(CLIENT, b"one too many", False)
+    relay.message(CLIENT, b"and another", False)
+    assert len(upstream.sent) == 5
+    assert client.closes == [(1008, "policy violation")] and upstream.closes == [(1001, "going away")]
+    assert (relay.close_code, relay.close_reason) == (1008, "message_rate exceeded (5/s)")
+    assert relay.ticket.offences == ["message_rate exceeded (5/s)"] and relay.rate_closes == 1
+
+
+def test_upstream_messages_are_never_rate_limited():
+    relay, client, upstream, _ = limited("message_rate = 1/h\nbyte_rate = 1/h")
+    for _ in range(10):
+        relay.message(UPSTREAM, b"news", False)
+    assert len(client.sent) == 10 and client.closes == []
+
+
+def test_drop_mode_keeps_the_connection_and_lets_the_rate_through():
+    """on_rate_exceeded = drop: messages over the rate are withheld, the connection stays, and the
+    bucket refills (dropped messages take no tokens)."""
+    relay, client, upstream, clock = limited("message_rate = 2/s\non_rate_exceeded = drop")
+    for _ in range(10):
+        relay.message(CLIENT, b"x", False)
+    assert len(upstream.sent) == 2 and client.closes == [] and relay.rate_drops == 8
+    assert relay.dropped[CLIENT] == 8 and relay.ticket.offences == []
+    clock.advance(0.5)
+    relay.message(CLIENT, b"y", False)
+    relay.message(CLIENT, b"z", False)
+    assert upstream.sent[-1] == (b"y", False) and relay.rate_drops == 9
+
+
+def test_byte_rate_burst_and_a_message_bigger_than_the_burst():
+    """``1KiB/s``: bytes up to the burst pass; a message bigger than the whole burst passes only a
+    full bucket and leaves it in debt until it is paid back."""
+    relay, client, upstream, clock = limited("byte_rate = 1KiB/s\non_rate_exceeded = drop")
+    relay.message(CLIENT, b"a" * 1000, False)
+    relay.message(CLIENT, b"b" * 24, False)
+    relay.message(CLIENT, b"c", False)
+    assert [p[:1] for p, _ in upstream.sent] == [b"a", b"b"]
+    clock.advance(10)  # full again
+    relay.message(CLIENT, b"d" * 4096, False)
+    assert upstream.sent[-1][0][:1] == b"d"
+    clock.advance(2.9)  # 3 KiB of debt left to pay
+    relay.message(CLIENT, b"e", False)
+    clock.advance(0.2)
+    relay.message(CLIENT, b"f", False)
+    assert [p[:1] for p, _ in upstream.sent] == [b"a", b"b", b"d", b"f"]
+
+
+def test_max_lifetime_closes_both_hops_1001():
+    relay, client, upstream, clock = limited("", Timeouts(close_handshake=1.0, max_lifetime=30))
+    clock.advance(29)
+    relay.message(CLIENT, b"still here", False)
+    assert client.closes == []
+    clock.advance(1)
+    assert client.closes == [(1001, "max lifetime reached")] == upstream.closes
+    assert (relay.closed_by, relay.close_code) == ("wsfw", 1001)
+    relay.lost(CLIENT, True, 1001, None)
+    relay.lost(UPSTREAM, True, 1001, None)
+    assert relay.finished and not clock.getDelayedCalls()
+
+
+def test_client_cap_failures_are_offences():
+    """A frame flood (1008) or an oversized / decompression-bomb message (1009) from the client counts
+    towards a ban; an upstream's failure or a client's protocol error (1002) does not."""
+    relay, *_ = limited("")
+    relay.hop_failed(UPSTREAM, 1009, "too big")
+    relay.hop_failed(CLIENT, 1002, "protocol error")
+    relay.hop_failed(CLIENT, 1009, "message exceeds max_message_bytes")
+    assert relay.ticket.offences == ["message exceeds max_message_bytes"]

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from wsfw import endpoints
 from wsfw.http.polling import ENDED, EndedSessions
 from wsfw.http.responses import plain
-from wsfw.forwarding import FORWARDING, HOP_BY_HOP, connection_tokens, forwarding_headers
+from wsfw.forwarding import FORWARDING, HOP_BY_HOP, connection_tokens, forwarding_headers, request_client_address
 from wsfw.logs import logger
 
 log = logger("wsfw.proxy")
@@ -142,15 +142,18 @@ class ProxyResource:
         return NOT_DONE_YET
 
     def _refused(self, request, path: str, query: str, session, url: str) -> bool:
-        """Whether the route's WebSocket policy blocks this request body (the caller answers 403)."""
-        peer = request.getClientAddress()
+        """Whether the route's WebSocket policy blocks this request body (the caller answers 403).
+
+        The inspected ``peer`` is the client address (behind a trusted proxy, the client it
+        names), so the audit record, the rules' ``client`` and an auto-ban all see the client."""
         headers = ()
         if getattr(self.pipeline, "policy", None) is not None:  # rules may test the request's headers, cookies, Origin
             headers = tuple((name.decode("latin-1").lower(), value.decode("latin-1"))
                             for name, values in request.requestHeaders.getAllRawHeaders() for value in values)
         verdict = self.pipeline.inspect_http_body(
             body=request.content.read(), content_type=(request.getHeader(b"content-type") or b"").decode("latin-1"),
-            peer=getattr(peer, "host", str(peer)), path=path, query=query, session=session, headers=headers)
+            peer=request_client_address(request, self.config.settings), path=path, query=query, session=session,
+            headers=headers)
         request.content.seek(0)
         if verdict.action == "forward":
             return False

@@ -1,17 +1,27 @@
-"""The public ``Site``: a head deadline per request, a body cap, and route dispatch.
+"""The public ``Site``: a head deadline per request, a body cap, admission, and route dispatch.
 
-Only a request that asks to upgrade (GET with ``Upgrade: websocket`` and
-``Connection: upgrade``) reaches Autobahn's ``WebSocketResource``, which refuses
-anything that is not a valid RFC 6455 handshake; everything else is proxied as
-HTTP on the same route. Nothing is ever tunnelled blind.
+Admission comes first: the ``IClientGuard`` (``wsfw.guard``) refuses a banned
+address anything, and a WebSocket upgrade over the connection caps or the
+handshake rate, before a route is matched, a body inspected or an upstream
+dialled.
+
+Any request whose ``Upgrade`` header names websocket, whatever its method, is a
+WebSocket handshake attempt: it is a valid RFC 6455 handshake that passes the
+route's allow-lists and detectors (``wsfw.handshake``), and only then reaches
+Autobahn's ``WebSocketResource``, or wsfw refuses it itself. Everything else is
+proxied as HTTP on the same route. Nothing is ever tunnelled blind.
 """
 
 from __future__ import annotations
 
 from twisted.web import http, resource, server
 
+from wsfw import handshake
 from wsfw.config import Config
+from wsfw.forwarding import client_address, request_client_address
+from wsfw.guard import handing_over
 from wsfw.http.responses import plain
+from wsfw.inspection.audit import escape
 from wsfw.logs import logger
 
 log = logger("wsfw.http")
@@ -103,35 +113,116 @@ class CappedRequest(server.Request):
 
 
 def is_upgrade(request) -> bool:
-    """Whether a request asks for a WebSocket upgrade (Autobahn then validates the rest)."""
-    if request.method != b"GET":
-        return False
-    upgrade = b",".join(request.requestHeaders.getRawHeaders(b"upgrade", [])).lower()
-    connection = b",".join(request.requestHeaders.getRawHeaders(b"connection", [])).lower()
-    return b"websocket" in upgrade and b"upgrade" in [t.strip() for t in connection.split(b",")]
+    """Whether a request is a WebSocket handshake attempt: any method, with an ``Upgrade`` header
+    that names websocket (``wsfw.handshake.is_attempt``). Such a request is a valid handshake or
+    refused by wsfw itself (:func:`upgrade`): it never goes to the plain HTTP proxy."""
+    return handshake.is_attempt(request.requestHeaders.getRawHeaders(b"upgrade", ()))
+
+
+def upgrade(request, generation, route):
+    """The upgrade branch of ``Dispatch``: a handshake attempt on ``route``, checked in order by
+    strict RFC 6455 validation (``wsfw.handshake.validate``), the route's allow-lists
+    (``wsfw.handshake.screen``) and, with ``inspect_handshake``, the route's detectors
+    (``Pipeline.inspect_handshake``). A refusal is answered here and the connection closed
+    after it, so nothing reaches Autobahn or the upstream; an admitted handshake goes to the
+    route's WebSocket resource with the subprotocol offer the allow-list left (Autobahn
+    re-reads the request's headers), which dials the upstream."""
+    query = request.uri.partition(b"?")[2]
+    head = handshake.Head.from_raw(request.method, request.clientproto, request.path, query,
+                                   request.requestHeaders.getAllRawHeaders())
+    refusal = handshake.validate(head)
+    if refusal is None and not route.websocket:
+        refusal = handshake.Refusal(403, "WebSocket is not enabled on this route")
+    screening = None
+    if refusal is None:
+        screening = handshake.screen(route, head)
+        refusal = screening.refusal
+    peer = request.getClientAddress()
+    peer_ip = getattr(peer, "host", None) or str(peer)
+    settings = generation.config.settings
+    client = client_address(peer_ip, head.headers, settings)
+    pipeline = generation.pipelines.get(route.name)  # None when a test or an embedder gave its own hook
+    if refusal is None and pipeline is not None and route.inspect_handshake:
+        verdict = pipeline.inspect_handshake(peer=f"{peer_ip}:{getattr(peer, 'port', 0)}", client=client, head=head)
+        if verdict.action != "forward":
+            failed = verdict.code == 1011  # an inspector raised and on_inspection_error = close
+            text = "inspection error" if failed else (verdict.reason if settings.expose_reason else BLOCKED)
+            refusal = handshake.Refusal(500 if failed else 403, text, f"{verdict.reason} ({verdict.rule})")
+    if refusal is not None:
+        return refuse_handshake(request, route, peer_ip, client, refusal)
+    if screening.subprotocols is not None:
+        request.requestHeaders.setRawHeaders(b"sec-websocket-protocol", [", ".join(screening.subprotocols).encode()])
+    return generation.websockets[route.name].render(request)
+
+
+#: What a client refused by the detectors reads (``[wsfw] expose_reason`` shows the finding instead).
+BLOCKED = "blocked by policy"
+
+
+def refuse_handshake(request, route, peer_ip: str, client: str, refusal) -> bytes:
+    """Answer a refused handshake with its status and short reason, log it, and close the
+    connection after the answer: whatever the client pipelined behind a refused upgrade is
+    not read as another request."""
+    log.info("handshake refused {status} on route {route} from {client}: {reason}", status=refusal.status,
+             route=route.name, peer=peer_ip, client=client, reason=escape(refusal.detail or refusal.reason, 300),
+             path=escape(request.path.decode("latin-1"), 300), event="handshake_refused")
+    body = plain(request, refusal.status, refusal.reason, close=True)
+    for name, value in refusal.headers:
+        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    if any(name.lower() == "upgrade" for name, _ in refusal.headers):
+        request.setHeader(b"connection", b"Upgrade, close")  # RFC 9110 7.8: Upgrade is listed in Connection
+    request.channel.persistent = False
+    return body
+
+
+#: What a refused client reads, by IClientGuard refusal reason: no numbers, no rule names.
+REFUSAL_TEXT = {
+    "banned": "this address is temporarily banned",
+    "total": "too many WebSocket connections: try again later",
+    "per_ip": "too many WebSocket connections from this address",
+    "handshake_rate": "too many WebSocket handshakes from this address",
+}
 
 
 class Dispatch(resource.Resource):
-    """Routes each request to its route's WebSocket resource or HTTP proxy."""
+    """Admits each request (``IClientGuard``), then routes it to its route's WebSocket resource or HTTP proxy."""
 
     isLeaf = True
 
-    def __init__(self, generation):
+    def __init__(self, generation, guard=None):
         super().__init__()
         #: A wsfw.reload.Generation (config, websockets, proxies); a reload swaps it whole.
         self.generation = generation
+        #: A wsfw.interfaces.IClientGuard (bans, connection caps, handshake rate), or None: no abuse limits.
+        self.guard = guard
 
     def render(self, request):
         request.setHeader(b"server", b"wsfw")
         generation = self.generation  # one generation for the whole request, even if a reload lands
+        if self.guard is None:
+            return self.dispatch(request, generation)
+        address = request_client_address(request, generation.config.settings)
+        admission = self.guard.admit(address, is_upgrade(request))
+        if not admission.admitted:
+            if admission.retry_after is not None:
+                request.setHeader(b"retry-after", str(admission.retry_after).encode())
+            request.channel.persistent = False  # nothing more is read from a refused client on this connection
+            return plain(request, admission.status, REFUSAL_TEXT.get(admission.reason, "refused"), close=True)
+        if admission.ticket is None:
+            return self.dispatch(request, generation)
+        # The WebSocket resource builds the connection's protocol within this call; it takes the
+        # ticket and releases it when the connection ends. Unclaimed, it is released right here.
+        with handing_over(admission.ticket):
+            return self.dispatch(request, generation)
+
+    def dispatch(self, request, generation):
+        """Route an admitted request to its route's WebSocket resource or HTTP proxy."""
         path = request.path.decode("latin-1")
         route = generation.config.match_route(request.getHeader(b"host"), path)
         if route is None:
             return plain(request, 404, "no route for this host and path")
         if is_upgrade(request):
-            if not route.websocket:
-                return plain(request, 403, "WebSocket is not enabled on this route")
-            return generation.websockets[route.name].render(request)
+            return upgrade(request, generation, route)
         if not route.http_enabled:
             return plain(request, 404, "plain HTTP is not enabled on this route")
         return generation.proxies[route.name].render(request)

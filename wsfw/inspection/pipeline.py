@@ -91,6 +91,8 @@ class Pipeline:
         self.audit = audit
         #: The route's rules and positive model (wsfw.policy.runtime.Policy), or None.
         self.policy = policy
+        #: The part of ``policy`` that judges opening handshakes (Policy.for_handshake), or None.
+        self.handshake_policy = policy.for_handshake() if policy is not None else None
         self._policy_state: dict[str, object] = {}
         self._connections: dict[tuple[str, str], tuple[str, object]] = {}
         self._http_sessions: collections.OrderedDict[str, HttpSession] = collections.OrderedDict()
@@ -128,6 +130,36 @@ class Pipeline:
         self._connections.pop((conn_id, "upstream"), None)
         if self._policy_state:
             self._policy_state.pop(conn_id, None)
+
+    # -- the opening handshake -------------------------------------------------
+
+    def inspect_handshake(self, *, peer: str, client: str, head) -> Verdict:
+        """A verdict on a WebSocket opening handshake before the upstream is dialled; anything but
+        FORWARD means refuse it (403).
+
+        Its path, query arguments, cookies and the headers applications read become named
+        parameters (``handshake.query.NAME``, ``handshake.cookie.NAME``, ``handshake.header.NAME``:
+        ``wsfw.handshake.decode``) and go through what a client message goes through: the
+        decode bounds, the route's rules (those that apply to a handshake, exclusions
+        included: Policy.for_handshake), the inspectors and the mode, with one audit record
+        of kind ``handshake`` per decision. An attack in a query argument is otherwise handed
+        to the application, which reads it, before the first message wsfw would see.
+
+        ``head`` is a wsfw.handshake.Head; ``peer`` the TCP peer as ``ip:port`` (rules compute
+        the client from it), ``client`` the client address the audit records name
+        (``wsfw.forwarding.client_address``: the peer, or behind a trusted proxy the address
+        it forwarded).
+        """
+        if self.mode == "off":
+            return FORWARD
+        from wsfw import handshake
+
+        decoded = handshake.decode(head, self.limits)
+        view = MessageView(conn_id="", route=self.route, peer=peer, direction=CLIENT, index=0, payload=b"",
+                           is_binary=False, subprotocol=None, path=head.path, query=head.query, headers=head.headers)
+        pstate = ConnState() if self.handshake_policy is not None else None
+        return self._judge(decoded, "handshake", None, client, CLIENT, head.path, view, view, pstate,
+                           self.handshake_policy)
 
     # -- HTTP (long-polling bodies) -------------------------------------------
 
@@ -239,20 +271,25 @@ class Pipeline:
 
     # -- the decision ----------------------------------------------------------
 
-    def _judge(self, decoded, kind, conn, peer, direction, path, view, pview=None, pstate=None) -> Verdict:
+    def _judge(self, decoded, kind, conn, peer, direction, path, view, pview=None, pstate=None,
+               policy=None) -> Verdict:
+        """``policy``: the rules to apply instead of the route's own (a handshake's, Policy.for_handshake)."""
         # The audit context is only built when there is something to audit:
         # this runs for every message.
         if decoded.error or decoded.truncated:
             verdict = self._judge_decoding(decoded, kind, conn, peer, direction, path)
             if verdict is not None:
                 return verdict
-        if self.policy is not None:
+        if policy is None:
+            policy = self.policy
+        if policy is not None:
             if pview is None:  # a WebSocket message: its connection's rule state
                 pview = view
                 pstate = self._policy_state.get(conn)
                 if pstate is None:
                     pstate = self._policy_state[conn] = ConnState()
-            return self._judge_policy(decoded, kind, conn, peer, direction, path, view, pview, pstate)
+            return self._judge_policy(decoded, kind, conn, peer, direction, path, view, pview, pstate,
+                                      policy=policy)
         for inspector in self.inspectors:
             try:
                 finding = inspector.inspect(view, decoded)
@@ -279,12 +316,14 @@ class Pipeline:
         return Verdict.close(1011, "inspection error", rule=f"{inspector.name}:error")
 
     def _judge_policy(self, decoded, kind, conn, peer, direction, path, view, pview, pstate, decide=None,
-                      trace=None) -> Verdict:
+                      trace=None, policy=None) -> Verdict:
         """A message on a route with rules or a positive model (wsfw.policy): rules before
         detection (allow / block / drop / log / rate-limit / exclude), the positive model
         (client messages), the inspectors with the matching exclusions, then the rules that
-        test detection results. Each finding goes through ``decide`` (default: audit + verdict)."""
-        policy = self.policy
+        test detection results. Each finding goes through ``decide`` (default: audit + verdict).
+        ``policy`` replaces the route's (a handshake's rules)."""
+        if policy is None:
+            policy = self.policy
         if decide is None:
             decide = _Decider(self, decoded, kind, conn, peer, direction, path)
         m = policy.message(decoded, pview, direction, len(pview.payload), pstate)

@@ -25,18 +25,36 @@ from .lang import POST_FIELDS, ParseError
 from .model import UNKNOWN_ACTIONS, Entry, Model
 from .runtime import ACTIONS, Exclusion, Rule, compile_expr
 
-__all__ = ["PolicyConfig", "load_policy", "RULE_KEYS", "MODEL_KEYS", "MESSAGE_KEYS"]
+__all__ = ["PolicyConfig", "load_policy", "parse_rate", "RULE_KEYS", "MODEL_KEYS", "MESSAGE_KEYS"]
 
 RULE_KEYS = ("priority", "route", "direction", "phase", "when", "action", "msg", "tag", "param", "detector",
              "signature", "rate", "burst", "exceed")
 MODEL_KEYS = ("unknown", "allow")
 MESSAGE_KEYS = ("schema", "schema_file")
 _ID = re.compile(r"^[A-Za-z0-9_.-]+$")
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$", re.I)
+#: ``COUNT/PERIOD``: ``10/s``, ``600/m``, ``1000/h``; with a byte unit on the count (``1MiB/s``) where
+#: sizes are allowed. The one rate syntax of wsfw: rules' ``rate =`` and ``[limits]``' rates.
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*/\s*(s|sec|second|m|min|minute|h|hour)"
+                   r"\s*$", re.I)
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+_RATE_SIZES = {"b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+               "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _ONLY_FOR = {"param": "exclude", "detector": "exclude", "signature": "exclude", "rate": "rate-limit",
              "burst": "rate-limit", "exceed": "rate-limit"}
+
+
+def parse_rate(text: str, sizes: bool = False) -> tuple[float, float] | None:
+    """``(count, period in seconds)`` of a rate such as ``10/s``, or None when ``text`` is not one.
+
+    With ``sizes``, the count may carry a byte unit (``64KiB/s``, ``1MiB/s``) and is
+    returned in bytes; without, a unit makes it no rate (a message count has none).
+    """
+    m = _RATE.match(text or "")
+    if m is None or (m.group(2) and not sizes):
+        return None
+    count = float(m.group(1)) * (_RATE_SIZES[m.group(2).lower()] if m.group(2) else 1)
+    return count, _PER[m.group(3).lower()]
 
 
 @attrs.frozen
@@ -213,14 +231,14 @@ class _PolicyLoader:
         per_second, burst, exceed, rate_text = 0.0, 1, "block", ""
         if action == "rate-limit":
             rate_text = get.get("rate", "")
-            m = _RATE.match(rate_text)
+            rate = parse_rate(rate_text)
             if not rate_text:
                 bad("rate", "is required for rate-limit, e.g. 10/s, 100/m, 1000/h")
-            elif m is None or float(m.group(1)) <= 0:
+            elif rate is None or rate[0] <= 0:
                 bad("rate", f"{rate_text!r} is not a rate (e.g. 10/s, 100/m, 1000/h)")
             else:
-                per_second = float(m.group(1)) / _PER[m.group(2).lower()]
-            default_burst = max(1, int(float(m.group(1)))) if m else 1
+                per_second = rate[0] / rate[1]
+            default_burst = max(1, int(rate[0])) if rate else 1
             burst = default_burst
             if get.get("burst"):
                 try:

@@ -17,7 +17,7 @@ from wsfw.inspection import Finding
 from wsfw.relay import CLIENT, UPSTREAM
 
 from .glob import PathGlob
-from .lang import OP_FIELDS, POST_FIELDS, Expr
+from .lang import OP_FIELDS, POST_FIELDS, Expr, Not, Test
 from .model import name_path
 
 __all__ = ["ACTIONS", "Rule", "Exclusion", "Policy", "ConnState", "Msg", "getter"]
@@ -283,6 +283,23 @@ class Policy:
             self.pre[direction] = RuleIndex(pre) if pre else None
             self.post[direction] = RuleIndex(post) if post else None
 
+    def for_handshake(self) -> "Policy":
+        """The policy that judges this route's opening handshakes (``Pipeline.inspect_handshake``):
+        the rules that can mean something before any message exists, and no positive model
+        (a handshake carries no operation; the model would call every one unknown).
+
+        A rule qualifies when it has no condition (an exclusion for a whole route, a
+        blanket ``log``) or when every field it tests is known at the handshake:
+        ``client``, ``origin``, ``header:``, ``cookie:``, ``query``, ``path``, detection
+        results, and ``param:`` globs that name handshake parameters
+        (``param:"handshake.cookie.*"``). A rule on anything else (``event``, ``size``,
+        ``framing``, message parameters, the negotiated ``subprotocol``, which the upstream
+        has not chosen yet) is about messages: at the handshake a negated test of it
+        (``not param:"json.type" exists``, ``subprotocol != "mqtt"``) would hold and refuse
+        connections the rule never meant to."""
+        rules = [r for r in self.rules if r.expr is None or handshake_only(r.expr.tree)]
+        return Policy(self.route, rules, None, self.settings, self.clock)
+
     def message(self, decoded, view, direction, size, state) -> Msg:
         return Msg(decoded, view, direction, size, state, self.settings)
 
@@ -366,6 +383,22 @@ class Policy:
             return None
         bucket[0] = tokens
         return rule.finding(m, witness, action=rule.exceed, reason=f"{rule.msg}: rate limit exceeded ({rule.rate_text})")
+
+
+#: Rule fields with a value at the handshake (``param:`` too when its glob names handshake parameters).
+HANDSHAKE_FIELDS = frozenset(("client", "origin", "header", "cookie", "query", "path")) | POST_FIELDS
+
+
+def handshake_only(node) -> bool:
+    """Whether a parsed condition tests only what the opening handshake already has (see Policy.for_handshake)."""
+    if isinstance(node, Test):
+        name = node.field.name
+        if name == "param":
+            return str(node.field.arg).startswith("handshake.")
+        return name in HANDSHAKE_FIELDS
+    if isinstance(node, Not):
+        return handshake_only(node.part)
+    return all(handshake_only(part) for part in node.parts)
 
 
 def exclusion_filter(exclusions):

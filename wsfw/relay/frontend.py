@@ -13,10 +13,12 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectingRequest, ConnectionDeny
 from twisted.internet import error
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import connectionDone
 
 from wsfw import endpoints
 from wsfw.config import normalise_host
 from wsfw.forwarding import FORWARDING, HOP_BY_HOP, connection_tokens, forwarding_headers
+from wsfw.guard import claim_parked
 from wsfw.logs import logger
 from wsfw.relay import CLIENT
 from wsfw.relay.backend import BackendFactory
@@ -49,6 +51,25 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
     _dial: Deferred | None = None
     _deadline = None
     _backend = None
+    #: This connection's slot in the IClientGuard's counts (wsfw.guard), when it was admitted by one.
+    ticket = None
+
+    def connectionMade(self):
+        # The Dispatch that admitted this request parked its ticket for exactly this call
+        # (wsfw.guard.handing_over): take it before anything can fail.
+        self.ticket = claim_parked()
+        super().connectionMade()
+
+    def connectionLost(self, reason=connectionDone):
+        """Twisted calls this exactly once per connection, whatever ended it (refused by the
+        upstream, 502/504, the client gone mid-handshake, a close, an abort, the shutdown drain):
+        the one place the guard's slot is given back."""
+        try:
+            super().connectionLost(reason)
+        finally:
+            ticket, self.ticket = self.ticket, None
+            if ticket is not None:
+                ticket.release()
 
     def onConnect(self, request):
         factory = self.factory
@@ -60,8 +81,11 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
                            headers=tuple(request.headers.items()),
                            hook=factory.hook, settings=factory.config.settings,
                            timeouts=factory.config.timeouts, clock=factory.clock, tracker=factory.tracker,
-                           log_connections=factory.config.log.connections)
+                           log_connections=factory.config.log.connections, limits=factory.config.limits)
         self.relay.attach(CLIENT, self)
+        if self.ticket is not None:
+            self.ticket.bind(self.relay.conn_id)
+            self.relay.ticket = self.ticket
         if factory.tracker is not None and not factory.tracker.accepting:
             self.relay._record(None, 503, "shutting down", "wsfw")
             raise ConnectionDeny(503, "shutting down")

@@ -1,6 +1,11 @@
 """The relay: joins two ``IRelayEnd`` hops, asks the hook about every message, and
 decides how each hop closes. It never touches an Autobahn class, so all of its
 decisions can be tested with fakes and a fake clock.
+
+It also enforces the per-connection abuse limits of ``[limits]`` (message and
+byte rates of what the client sends) and ``[timeouts] max_lifetime``, and tells
+the connection's ``IAdmissionTicket`` about every close it makes for abuse, so
+``wsfw.guard`` can ban an address that keeps provoking them.
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ def new_conn_id() -> str:
 class Relay:
     """One client connection and its upstream connection."""
 
+    #: The connection's IAdmissionTicket (wsfw.guard), set by the frontend when a guard admitted it.
+    ticket = None
+
     def __init__(self, *, route: str, peer: str, path: str, hook, settings, timeouts, clock,
                  tracker=None, log_connections: bool = True, conn_id: str | None = None, query: str = "",
-                 headers: tuple[tuple[str, str], ...] = ()):
+                 headers: tuple[tuple[str, str], ...] = (), limits=None):
         self.conn_id = conn_id or new_conn_id()
         self.route = route
         self.peer = peer
@@ -65,9 +73,34 @@ class Relay:
         self._hold: tuple[str, str] | None = None  # (side, "reply" | "failure")
         self._hold_call = None
         self._idle_call = None
+        self._lifetime_call = None
         self._last_activity = self.opened_at
+        #: Client messages withheld (drop) or closed on (close) for exceeding message_rate / byte_rate.
+        self.rate_drops = 0
+        self.rate_closes = 0
+        self._rate_limits(limits)
         if tracker is not None:
             tracker.add(self)
+
+    def _rate_limits(self, limits) -> None:
+        """Two GCRA buckets (message_rate, byte_rate): each is one float, the time its bucket would
+        be full again, so checking a message costs a clock read and a few float operations, and a
+        connection without rates pays one attribute test."""
+        self.limits = limits
+        message_rate = getattr(limits, "message_rate", None)
+        byte_rate = getattr(limits, "byte_rate", None)
+        self._limited = message_rate is not None or byte_rate is not None
+        self._rate_dropping = getattr(limits, "on_rate_exceeded", "close") == "drop"
+        self._msg_interval = self._byte_interval = 0.0
+        self._msg_capacity = self._byte_capacity = 0.0
+        self._msg_tat = self._byte_tat = 0.0
+        # Each capacity gets a nanosecond more, so float rounding never refuses the last of a burst.
+        if message_rate is not None:
+            self._msg_interval = 1.0 / message_rate.per_second
+            self._msg_capacity = message_rate.burst * self._msg_interval + 1e-9
+        if byte_rate is not None:
+            self._byte_interval = 1.0 / byte_rate.per_second
+            self._byte_capacity = byte_rate.burst * self._byte_interval + 1e-9
 
     # -- life cycle ---------------------------------------------------------
 
@@ -86,6 +119,8 @@ class Relay:
             self.message(side, payload, is_binary)
         if self.timeouts.idle > 0:
             self._idle_call = self.clock.callLater(self.timeouts.idle, self._idle_check)
+        if self.timeouts.max_lifetime > 0:
+            self._lifetime_call = self.clock.callLater(self.timeouts.max_lifetime, self._lifetime_reached)
         if self.log_connections:
             log.info("{conn} open {peer} route={route} path={path} subprotocol={subprotocol}",
                      conn=self.conn_id, peer=self.peer, route=self.route, path=self.path,
@@ -111,6 +146,8 @@ class Relay:
             return
         self.messages[side] += 1
         self.bytes[side] += len(payload)
+        if self._limited and side == CLIENT and self._over_rate(len(payload)):
+            return
         if self._idle_call is not None:
             self._last_activity = self.clock.seconds()
         pending = self._pending[side]
@@ -129,6 +166,48 @@ class Relay:
             verdict.addBoth(self._verdict_arrived, side)
             return
         self._apply(side, payload, is_binary, verdict)
+
+    def _over_rate(self, size: int) -> bool:
+        """Whether a client message of ``size`` bytes exceeds message_rate or byte_rate; if so it
+        has been dealt with (dropped, or the connection closed). A message over the rate takes no
+        tokens, so a dropping client still gets exactly the configured rate through.
+
+        GCRA: a bucket is the time it would be full again (``tat``); a message costing ``cost``
+        fits when that is at most ``capacity - cost`` ahead of now. A message bigger than the
+        byte burst fits only a full bucket, and leaves it in debt."""
+        if self.rate_closes:
+            return True  # closing for it already: nothing more from this client goes anywhere
+        now = self.clock.seconds()
+        msg_tat = 0.0
+        if self._msg_interval:
+            msg_tat = self._msg_tat if self._msg_tat > now else now
+            if msg_tat - now > self._msg_capacity - self._msg_interval:
+                return self._rate_exceeded("message_rate", self.limits.message_rate)
+        if self._byte_interval:
+            tat = self._byte_tat if self._byte_tat > now else now
+            cost = size * self._byte_interval
+            capacity = self._byte_capacity
+            if tat - now > capacity - (cost if cost < capacity else capacity):
+                return self._rate_exceeded("byte_rate", self.limits.byte_rate)
+            self._byte_tat = tat + cost
+        if self._msg_interval:
+            self._msg_tat = msg_tat + self._msg_interval
+        return False
+
+    def _rate_exceeded(self, which: str, rate) -> bool:
+        self.dropped[CLIENT] += 1
+        if self._rate_dropping:
+            self.rate_drops += 1
+            if self.rate_drops == 1:  # once per connection: the close summary has the total
+                log.info("{conn} dropping client messages over {which} ({rate})", conn=self.conn_id, which=which,
+                         rate=rate.text, peer=self.peer, route=self.route, event="rate_drop")
+            return True
+        self.rate_closes = 1
+        reason = f"{which} exceeded ({rate.text})"
+        if self.ticket is not None:
+            self.ticket.offence(reason)
+        self.close_policy(CLIENT, closing.POLICY, reason, which)
+        return True
 
     def _inspect(self, side, payload, is_binary):
         view = MessageView(conn_id=self.conn_id, route=self.route, peer=self.peer, direction=side,
@@ -210,6 +289,8 @@ class Relay:
     def hop_failed(self, side: str, code: int, reason: str) -> None:
         """``side``'s peer broke the protocol or a cap: close the other hop first, then fail."""
         self._record(side, code, reason, "wsfw")
+        if side == CLIENT and code in (closing.POLICY, closing.TOO_BIG) and self.ticket is not None:
+            self.ticket.offence(reason)  # a frame flood, an oversized message or a decompression bomb
         log.info("{conn} {side} hop failed with {code}: {reason}", conn=self.conn_id, side=side, code=code,
                  reason=reason, event="hop_failed")
         target = self.ends[other(side)]
@@ -283,6 +364,19 @@ class Relay:
             if end is not None:
                 end.close(closing.GOING_AWAY, "idle timeout")
 
+    def _lifetime_reached(self) -> None:
+        """``[timeouts] max_lifetime``: long-lived connections are re-established now and then, so
+        a credential revoked or a policy tightened since the handshake takes effect."""
+        self._lifetime_call = None
+        if self.finished:
+            return
+        log.info("{conn} open for {lifetime:g}s (max_lifetime): closing", conn=self.conn_id,
+                 lifetime=self.timeouts.max_lifetime, event="max_lifetime")
+        self._record(None, closing.GOING_AWAY, "max lifetime reached", "wsfw")
+        for end in self.ends.values():
+            if end is not None:
+                end.close(closing.GOING_AWAY, "max lifetime reached")
+
     def _finish(self) -> None:
         if self.finished:
             return
@@ -290,6 +384,8 @@ class Relay:
         self._cancel_hold()
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
+        if self._lifetime_call is not None and self._lifetime_call.active():
+            self._lifetime_call.cancel()
         flow.unlink(*(getattr(end, "transport", None) for end in self.ends.values()))
         if self.tracker is not None:
             self.tracker.remove(self)
@@ -310,5 +406,5 @@ class Relay:
                 u_msgs=self.messages[UPSTREAM], u_bytes=self.bytes[UPSTREAM],
                 dropped=self.dropped[CLIENT] + self.dropped[UPSTREAM],
                 code=self.close_code, reason=self.close_reason, closed_by=self.closed_by, event="close",
-                backpressure_pauses=sum(p.pauses for p in self.producers),
+                backpressure_pauses=sum(p.pauses for p in self.producers), rate_drops=self.rate_drops,
             )
