@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO_LISTEN ?= tcp:8081:interface=127.0.0.1
 CONFIG ?= etc/wsfw.ini
 
-.PHONY: run test check-config bench clean browser deb deb-deps test-deb screenshot
+.PHONY: run test check-config bench clean test-deps deb deb-deps test-deb screenshot
 
 # The venv is rebuilt when the pins change. `editable_mode=compat` keeps
 # twisted/plugins on sys.path, so `twistd wsfw` finds the plugin (the default
@@ -24,23 +24,28 @@ run: $(BIN)/.installed
 	echo "wsfw: open http://127.0.0.1:8080/ (demo upstream pid $$demo)"; \
 	$(BIN)/twistd --nodaemon --pidfile= wsfw --config $(CONFIG)
 
-test: $(BIN)/.installed browser
+test: $(BIN)/.installed test-deps
 	$(BIN)/python -m pytest -q tests
 
-# The dashboard's browser test drives Debian's chromium through chromedriver
-# (nothing is downloaded). As root on Debian (CI, a fresh VM) they are
-# installed here; anywhere else the test is skipped and says why.
-browser:
-	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+# Programs the integration tests run for real, from Debian (nothing else is
+# downloaded): chromium + chromedriver (the dashboard and chat browser tests),
+# redis-server and haproxy (two wsfw nodes behind a balancer sharing state).
+# As root on Debian (CI, a fresh VM) they are installed here; anywhere else
+# the tests needing them are skipped and say why.
+TEST_PROGRAMS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/redis-server /usr/sbin/haproxy
+TEST_PACKAGES := chromium chromium-driver redis-server haproxy
+test-deps:
+	@missing=$$(for f in $(TEST_PROGRAMS); do [ -x $$f ] || echo $$f; done); \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "make: installing chromium and chromium-driver (apt) for the dashboard's browser test"; \
+		echo "make: installing $(TEST_PACKAGES) (apt) for the integration tests"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		{ apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
-		  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; } || \
-		echo "make: WARNING: installing chromium failed: the browser test will be skipped"; \
+		{ apt-get install -y -q $(TEST_PACKAGES) >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q $(TEST_PACKAGES) >/dev/null; }; } || \
+		echo "make: WARNING: installing $(TEST_PACKAGES) failed: tests needing them will be skipped"; \
 	else \
-		echo "make: note: no /usr/bin/chromium; the dashboard's browser test will be skipped" \
-		     "(as root: apt-get install chromium chromium-driver)"; \
+		echo "make: note: missing $$missing; tests needing them will be skipped" \
+		     "(as root: apt-get install $(TEST_PACKAGES))"; \
 	fi
 
 # Debian package (dh-virtualenv), built from a copy of the work tree into dist/.

@@ -63,7 +63,11 @@ README = BENCH / "README.md"
 PYTHON = sys.executable
 TWISTD = str(Path(sys.executable).parent / "twistd")
 WSFW_MODES = {"wsfw-off": "off", "wsfw-detect": "detect", "wsfw-block": "block"}
-TARGETS = ("direct", "plain-relay", *WSFW_MODES)
+#: wsfw-block as a fleet member: [cluster] redis = a redis-server this script starts (on the load CPU),
+#: with the per-address limits on, so every handshake reserves its slot in Redis. Opt-in (needs redis-server).
+CLUSTER = "wsfw-cluster"
+TARGETS = ("direct", "plain-relay", *WSFW_MODES, CLUSTER)
+DEFAULT_TARGETS = ("direct", "plain-relay", *WSFW_MODES)
 SERVER_CPU, LOAD_CPU = 1, 0  # the server under test gets CPU 1 to itself
 BACKLOG = 1024               # same listen backlog on all servers
 #: Ratio columns of the table: (numerator, denominator).
@@ -634,8 +638,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="3 s windows, 1 round, 1000 idle connections (about 3 minutes)")
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<UTC timestamp>.json)")
-    parser.add_argument("--targets", default=",".join(TARGETS),
-                        help="comma-separated subset of " + ",".join(TARGETS) + " ('wsfw' = all three wsfw modes)")
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help="comma-separated subset of " + ",".join(TARGETS) + " ('wsfw' = all three wsfw modes; "
+                             f"{CLUSTER}, not run by default, needs redis-server)")
     parser.add_argument("--repeat", type=int, metavar="R",
                         help="closed-loop rounds per target and size, interleaved across targets; the table "
                              "shows medians (default: 3, --quick: 1)")
@@ -679,8 +684,15 @@ def start_target(target: str, upstream: Server, workdir: Path, cfg: argparse.Nam
                                "--upstream", f"ws://127.0.0.1:{upstream.port}"],
                       r"plain-relay listening on (?P<port>\d+)", workdir, cpu).start()
     config = workdir / f"{target}.ini"
-    config.write_text(WSFW_CONFIG.format(port=free_port(), backlog=BACKLOG, upstream=upstream.port,
-                                         mode=WSFW_MODES[target], workers=cfg.workers))
+    text = WSFW_CONFIG.format(port=free_port(), backlog=BACKLOG, upstream=upstream.port,
+                              mode=WSFW_MODES.get(target, "block"), workers=cfg.workers)
+    if target == CLUSTER:
+        redis = cfg.redis
+        # Limits that make every handshake reserve a slot in Redis, none the load comes near.
+        text = text.replace("[limits]\n", "[limits]\nmax_connections_per_ip = 100000\n"
+                                           "handshake_rate_per_ip = 100000/s\nban_after = 1000\n")
+        text += f"\n[cluster]\nredis = tcp:127.0.0.1:{redis.port}\nnode = bench\n"
+    config.write_text(text)
     return Server(target, [TWISTD, "-n", "--pidfile=", "wsfw", "--config", str(config)],
                   r"listening \[listen:bench\] on 127\.0\.0\.1:(?P<port>\d+)", workdir, cpu).start()
 
@@ -726,6 +738,12 @@ def run(cfg: argparse.Namespace, argv: list[str]) -> dict:
             servers["echo"] = Server("echo", [PYTHON, str(BENCH / "echo_upstream.py"), "--port", "0", "--backlog",
                                               str(BACKLOG)], r"echo listening on (?P<port>\d+)", workdir,
                                      load_cpu).start()
+        if CLUSTER in cfg.targets:
+            port = free_port()
+            cfg.redis = servers["redis"] = Server(
+                "redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                          "no", "--dir", str(workdir)], r"port=(?P<port>\d+)\.(?s:.*)Ready to accept connections", workdir,
+                load_cpu).start()
         upstream = None
         if set(cfg.targets) - {"direct"}:
             upstream = servers["upstream"] = Server(

@@ -337,6 +337,25 @@ class Admin:
 
 
 @attrs.frozen
+class Cluster:
+    """``[cluster]``: the Redis server a fleet of wsfw nodes shares bans, per-address
+    counts and audit events through (``wsfw.cluster``). ``redis`` is None for a single
+    node, which keeps all of that in memory and needs no Redis."""
+
+    redis: str | None = None  # a Twisted client endpoint string: tcp:HOST:PORT, tls:HOST:PORT:trustRoots=DIR, unix:PATH
+    password: str | None = None
+    db: int = 0
+    node: str = ""  # this node's name in the fleet (default: the host name)
+    prefix: str = "wsfw:"
+    #: Fleet audit stream length (XADD MAXLEN ~): the most recent events kept in Redis.
+    events_maxlen: int = 10_000
+
+    @property
+    def enabled(self) -> bool:
+        return self.redis is not None
+
+
+@attrs.frozen
 class Config:
     """A whole validated configuration."""
 
@@ -349,6 +368,7 @@ class Config:
     log: LogConfig = LogConfig()
     inspection: Inspection = Inspection()
     admin: Admin = Admin()
+    cluster: Cluster = Cluster()
     #: The file's text as loaded. A supervisor hands exactly this to its workers,
     #: so one started later runs what was validated, not what the file says by then.
     text: str = attrs.field(default="", repr=False, eq=False)

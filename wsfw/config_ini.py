@@ -31,6 +31,7 @@ from wsfw.config import (
     SYSLOG_FACILITIES,
     WORKERS_MAX,
     Admin,
+    Cluster,
     Config,
     Inspection,
     Limits,
@@ -72,6 +73,7 @@ SECTION_KEYS = {
                  "auto_ping_timeout", "request_head", "upstream_response", "shutdown_drain", "max_lifetime"),
     "log": ("level", "connections", "format", "file", "json_file", "audit_file", "syslog", "syslog_facility"),
     "admin": ("endpoint", "events", "allow_remote"),
+    "cluster": ("redis", "password", "db", "node", "prefix", "events_maxlen"),
     "inspection": ("inspectors", "on_decode_error", "on_decode_limit", "max_decode_depth", "max_params",
                    "max_expanded_bytes", "rules"),
 }
@@ -207,7 +209,7 @@ class _Loader:
                     self.listener(section, label) if kind == "listen" else self.route(section, label))
             elif name not in SECTION_KEYS or name in ("listen", "route"):
                 near = difflib.get_close_matches(name, ["wsfw", "limits", "timeouts", "log", "inspection", "admin",
-                                                        "listen:NAME", "route:NAME", "inspector:NAME", "rule:ID",
+                                                        "cluster", "listen:NAME", "route:NAME", "inspector:NAME", "rule:ID",
                                                         "model:ROUTE"], n=1)
                 hint = f" (did you mean [{near[0]}]?)" if near else ""
                 self.problems.append(Problem(self.path, name, None, f"unknown section{hint}"))
@@ -221,13 +223,14 @@ class _Loader:
         log = self.log(_Section(self, "log", "log"))
         inspection = self.inspection(_Section(self, "inspection", "inspection"), inspector_sections)
         admin = self.admin(_Section(self, "admin", "admin"), [x for x in listeners if x is not None])
+        cluster = self.cluster(_Section(self, "cluster", "cluster"))
         self.check_routes_unique([r for r in routes if r is not None])
         from wsfw.policy.loader import load_policy
 
         policy = load_policy(self.path, self.parser, policy_sections, inspection.rules, routes, self.problems)
         self.fail_if_problems()
         return Config(path=self.path, listeners=tuple(listeners), routes=tuple(routes), settings=settings,
-                      limits=limits, timeouts=timeouts, log=log, inspection=inspection, admin=admin,
+                      limits=limits, timeouts=timeouts, log=log, inspection=inspection, admin=admin, cluster=cluster,
                       text=self.text,
                       policy=policy)
 
@@ -492,6 +495,35 @@ class _Loader:
                               f"({listener.endpoint}): the admin listener is never a public one")
         return Admin(endpoint=endpoint, events=events, allow_remote=allow_remote)
 
+    def cluster(self, s: _Section) -> Cluster:
+        """``[cluster]``: absent (or ``redis`` empty) is a single node with in-memory state."""
+        d = Cluster()
+        redis = s.str("redis")
+        if redis is not None and redis.lower() in _OFF:
+            redis = None
+        if redis is not None:
+            from twisted.internet.endpoints import clientFromString
+
+            try:
+                clientFromString(MemoryReactor(), redis)
+            except Exception as e:
+                s.problem("redis", f"{redis!r} is not a client endpoint (tcp:HOST:PORT, tls:HOST:PORT[:trustRoots=DIR], "
+                          f"unix:PATH): {e}")
+        node = s.str("node") or _hostname()
+        if not _NAME.match(node):
+            s.problem("node", f"{node!r} must be letters, digits, '.', '_' or '-'")
+        prefix = s.str("prefix", d.prefix)
+        if any(c.isspace() for c in prefix):
+            s.problem("prefix", "must not contain spaces")
+        events_maxlen = s.count("events_maxlen", d.events_maxlen)
+        if events_maxlen < 100:
+            s.problem("events_maxlen", "must be at least 100")
+        for key in s.items:
+            if key != "redis" and redis is None and s.items[key].strip():
+                s.problem(key, "has no effect without redis = (a single node keeps its state in memory)")
+        return Cluster(redis=redis, password=s.str("password"), db=s.count("db", d.db), node=node, prefix=prefix,
+                       events_maxlen=events_maxlen)
+
     def inspection(self, s: _Section, sections: dict[str, dict[str, str]]) -> Inspection:
         from wsfw.inspection.registry import factories
 
@@ -546,6 +578,13 @@ class _Loader:
                 self.problems.append(Problem(self.path, f"route:{route.name}", "path",
                                              f"same host and path as [route:{seen[key]}]: one of them could never match"))
             seen[key] = route.name
+
+
+def _hostname() -> str:
+    """This machine's short host name, as a node name (only the characters node names allow)."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname().split(".")[0]) or "wsfw"
 
 
 def _is_ip(text: str) -> bool:

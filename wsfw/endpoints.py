@@ -78,7 +78,7 @@ def ssl_parts(description: str) -> tuple[int, int, str, dict[str, str]]:
     if unknown:
         raise ValueError(f"unknown ssl: option(s) {', '.join(sorted(unknown))}")
     if len(args) != 1:
-        raise ValueError(f"ssl: needs exactly one port, e.g. ssl:8443:privateKey=key.pem:certKey=cert.pem")
+        raise ValueError("ssl: needs exactly one port, e.g. ssl:8443:privateKey=key.pem:certKey=cert.pem")
     try:
         port = int(args[0])
         backlog = int(kwargs.get("backlog", 50))

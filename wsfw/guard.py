@@ -64,6 +64,14 @@ log = logger("wsfw.guard")
 #: Refusal reasons, a fixed vocabulary (metrics labels, log fields).
 BANNED, TOTAL, PER_IP, HANDSHAKE_RATE = "banned", "total", "per_ip", "handshake_rate"
 REFUSALS = (BANNED, TOTAL, PER_IP, HANDSHAKE_RATE)
+
+#: What a refused client reads, by IClientGuard refusal reason: no numbers, no rule names.
+REFUSAL_TEXT = {
+    "banned": "this address is temporarily banned",
+    "total": "too many WebSocket connections: try again later",
+    "per_ip": "too many WebSocket connections from this address",
+    "handshake_rate": "too many WebSocket handshakes from this address",
+}
 #: Entries each per-address table may hold (~100-200 bytes each) before the least recently used go.
 MAX_ADDRESSES = 100_000
 #: Audit event kinds whose enforced blocks count towards a ban: a WebSocket message, a polling request.

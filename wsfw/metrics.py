@@ -208,6 +208,8 @@ class Metrics:
         self.tracker = tracker
         #: The wsfw.guard.Guard whose refusal and ban counters are read when scraped (set by service.build).
         self.guard = None
+        self.cluster = None  # wsfw.cluster.link.RedisLink with [cluster] redis
+        self.fleet_events = None  # wsfw.cluster.events.FleetEvents
         # final counts of connections that ended (live ones are read from the relays)
         self.closed_messages = {CLIENT: 0, UPSTREAM: 0}
         self.closed_rate_limited = {"close": 0, "drop": 0}
@@ -411,6 +413,25 @@ class _LiveCollector:
         for route, histogram in sorted(self.metrics.inspection.items()):
             inspection.add_metric([route], histogram.buckets(), histogram.sum)
         yield inspection
+        yield from self.cluster()
+
+    def cluster(self):
+        """``[cluster]``: whether Redis answers, what failed, and the fleet stream's writes."""
+        link, events = self.metrics.cluster, self.metrics.fleet_events
+        if link is None:
+            return
+        yield GaugeMetricFamily("wsfw_cluster_up", "1 while Redis answers; 0: degraded, this node decides on its "
+                                "own state.", value=1 if link.up else 0)
+        yield CounterMetricFamily("wsfw_cluster_errors", "Redis commands that failed or found Redis away.",
+                                  value=link.errors)
+        yield CounterMetricFamily("wsfw_cluster_outages", "Times Redis became unreachable.", value=link.transitions)
+        if events is not None:
+            yield CounterMetricFamily("wsfw_cluster_events_appended", "Audit events written to the fleet stream.",
+                                      value=events.appended)
+            yield CounterMetricFamily("wsfw_cluster_events_dropped", "Audit events dropped from the buffer while "
+                                      "Redis was away.", value=events.dropped)
+            yield GaugeMetricFamily("wsfw_cluster_events_pending", "Audit events waiting for Redis.",
+                                    value=len(events.pending))
 
 
 def build_labels() -> dict[str, str]:

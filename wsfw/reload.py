@@ -118,7 +118,7 @@ class Generations:
 
 
 #: Sections a reload cannot apply to a running daemon: they are sockets, processes or files.
-RESTART_ONLY = (("listeners", "[listen:*]"), ("admin", "[admin]"), ("log", "[log]"))
+RESTART_ONLY = (("listeners", "[listen:*]"), ("admin", "[admin]"), ("log", "[log]"), ("cluster", "[cluster]"))
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:

@@ -195,6 +195,8 @@ class WsfwService(MultiService):
         self.audit: Audit | None = None
         self.reloader: Reloader | None = None
         self.guard = None  # the wsfw.interfaces.IClientGuard: bans, connection caps, handshake rate
+        self.cluster = None  # wsfw.cluster.link.RedisLink with [cluster] redis
+        self.fleet_events = None  # wsfw.cluster.events.FleetEvents with it
 
     @property
     def ready(self) -> defer.Deferred:
@@ -207,7 +209,11 @@ class WsfwService(MultiService):
         bound = {listener.label: listener.port is not None for listener in self.listeners}
         accepting = self.tracker is not None and self.tracker.accepting
         ready = bool(self.running and accepting and bound and all(bound.values()))
-        return ready, {"config": self.config.path, "listeners": bound, "accepting": accepting}
+        detail = {"config": self.config.path, "listeners": bound, "accepting": accepting}
+        if self.cluster is not None:
+            # Still ready without Redis (the node relays and inspects on its own state), but say so.
+            detail["cluster"] = "up" if self.cluster.up else "degraded"
+        return ready, detail
 
     def startService(self):
         log.info("wsfw starting with {config} (policy {version}): {n} listener(s), {m} route(s)",
@@ -247,21 +253,39 @@ def build(config: Config, reactor, hook=None, *, listen: dict | None = None,
     top = WsfwService(config)
     log_service = LogService(config)
     log_service.setServiceParent(top)
-    audit = top.audit = Audit(config.log.audit_file, config.log.format)
+    audit = top.audit = Audit(config.log.audit_file, config.log.format,
+                              config.cluster.node if config.cluster.enabled else None)
     SignalService(reactor, [log_service, audit], lambda: top.reloader.reload()).setServiceParent(top)
     OnStop("audit", audit.close).setServiceParent(top)
+    if config.cluster.enabled:
+        from wsfw.cluster.events import FleetEvents
+        from wsfw.cluster.link import RedisLink
+
+        top.cluster = RedisLink(reactor, config.cluster)
+        top.cluster.setServiceParent(top)
+        top.fleet_events = FleetEvents(top.cluster, config.cluster.events_maxlen)
+        audit.publisher.addObserver(top.fleet_events)
+        top.fleet_events.setServiceParent(top)
     pool = HTTPConnectionPool(reactor, persistent=True)
     OnStop("http-pool", pool.closeCachedConnections).setServiceParent(top)
     metrics = None
     if config.admin.enabled:
         metrics = top.metrics = _admin(top, config, reactor, audit, admin_endpoint or config.admin.endpoint)
+        metrics.cluster = top.cluster
+        metrics.fleet_events = top.fleet_events
     tracker = ConnectionTracker(reactor, config.timeouts.shutdown_drain, metrics or NO_OBSERVER)
     tracker.setServiceParent(top)
     top.tracker = tracker
     if metrics is not None:
         metrics.tracker = tracker
     # One guard for the daemon's life: counts, buckets and bans survive reloads (reloaded() reconfigures it).
-    guard = top.guard = Guard(config, reactor)
+    if top.cluster is not None:
+        from wsfw.cluster.guard import FleetGuard
+
+        guard = top.guard = FleetGuard(config, reactor, top.cluster)
+        guard.setServiceParent(top)  # stops (giving the fleet its slots back) before the Redis link
+    else:
+        guard = top.guard = Guard(config, reactor)
     audit.publisher.addObserver(guard.audit_event)
     if metrics is not None:
         metrics.guard = guard
@@ -300,7 +324,7 @@ def _admin(top: WsfwService, config: Config, reactor, audit: Audit, endpoint: st
     history = History(metrics, reactor)
     history.setServiceParent(top)
     site = build_site(config=config, metrics=metrics, history=history, events=events, readiness=top.readiness,
-                      reactor=reactor)
+                      reactor=reactor, fleet=top.fleet_events)
     admin = ListenerService("admin", endpoint, endpoints.server_endpoint(reactor, endpoint), site, section="admin")
     admin.setServiceParent(top)
     top.admin = admin

@@ -281,3 +281,28 @@ max_lifetime = 1 day
     assert "test.ini: [limits] ban_time: 'forever' is not a duration" in text
     assert "test.ini: [timeouts] max_lifetime: '1 day' is not a duration" in text
     assert len(found) == 9
+
+
+def test_cluster_section():
+    """[cluster]: absent is a single node; redis takes a client endpoint string; the node name
+    defaults to the host name; every other key needs redis (a typo there would fail silently)."""
+    assert load(GOOD).cluster.enabled is False
+    cluster = load(GOOD + "[cluster]\nredis = tcp:127.0.0.1:6379\nnode = edge-1\nprefix = shop:\ndb = 2\n").cluster
+    assert (cluster.enabled, cluster.redis, cluster.node, cluster.prefix, cluster.db) == (
+        True, "tcp:127.0.0.1:6379", "edge-1", "shop:", 2)
+    assert load(GOOD + "[cluster]\nredis = unix:/run/redis/redis.sock\n").cluster.node
+    found = problems(GOOD + "[cluster]\nredis = foo:1\nnode = a b\nevents_maxlen = 5\n")
+    assert any("[cluster] redis: 'foo:1' is not a client endpoint" in p for p in found)
+    assert any("[cluster] node: 'a b' must be" in p for p in found)
+    assert any("[cluster] events_maxlen: must be at least 100" in p for p in found)
+    assert any("[cluster] node: has no effect without redis" in p
+               for p in problems(GOOD + "[cluster]\nnode = edge-1\n"))
+
+
+def test_proxy_protocol_listener():
+    """``haproxy:`` before a listener's endpoint: the socket is the rest, the PROXY header is expected."""
+    config = load(GOOD.replace("endpoint = tcp:8080", "endpoint = haproxy:tcp:8080"))
+    (listener,) = config.listeners
+    assert (listener.endpoint, listener.proxy_protocol) == ("tcp:8080:interface=127.0.0.1", True)
+    assert any("haproxy: wraps a tcp:" in p for p in problems(GOOD.replace("endpoint = tcp:8080",
+                                                                           "endpoint = haproxy:pipe:8080")))

@@ -27,7 +27,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
-from twisted.web import server
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory, readBody
 from twisted.web.http_headers import Headers
 
@@ -97,6 +96,15 @@ class WorkerAdmin:
         return d.addTimeout(self.timeout, self.reactor)
 
 
+def _json_field(body: bytes, key: str):
+    """``key`` of a worker's JSON answer, or None when it is not JSON (a worker that failed)."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value.get(key) if isinstance(value, dict) else None
+
+
 class FleetAdminResource(AdminResource):
     """The admin paths of a supervisor, answered from its workers (see the module docstring).
 
@@ -147,24 +155,6 @@ class FleetAdminResource(AdminResource):
 
         return defer.gatherResults([one(slot) for slot in slots])
 
-    def _later(self, request, d: defer.Deferred):
-        """Finish ``request`` with what ``d`` fires with (the bytes a ``_json``/``_plain`` call made)."""
-        gone = []
-        request.notifyFinish().addBoth(gone.append)
-
-        def write(body: bytes):
-            if not gone:
-                request.write(body)
-                request.finish()
-
-        def failed(failure):
-            log.failure("admin: merging the workers' answers failed", failure)
-            if not gone:
-                write(_plain(request, 500, "internal error"))
-
-        d.addCallback(write).addErrback(failed)
-        return server.NOT_DONE_YET
-
     # -- the paths -----------------------------------------------------------------
 
     def readyz(self, request):
@@ -176,6 +166,10 @@ class FleetAdminResource(AdminResource):
                          and len(workers) == self.supervisor.expected)
             detail = {"ready": ready, "config": self.config.path, "listeners": listeners, "accepting": accepting,
                       "workers": workers}
+            clusters = [_json_field(body, "cluster") for _, code, body in results if body]
+            if any(clusters):
+                # Each worker has its own Redis link: the fleet is "up" only if every one is.
+                detail["cluster"] = "up" if all(c == "up" for c in clusters) else "degraded"
             return _json(request, detail, 200 if ready else 503)
 
         return self._later(request, self.ask("/readyz").addCallback(answer))
@@ -244,6 +238,20 @@ class FleetAdminResource(AdminResource):
                                    "last_id": self.events.last_id, "size": size})
 
         return self._later(request, self.ask(paths=path).addCallback(answer))
+
+    def fleet_events(self, request, limit: int, blocked: bool) -> defer.Deferred:
+        """``?scope=fleet``: every worker reads the same Redis Stream; the first that answers speaks."""
+        path = f"/api/events?scope=fleet&limit={limit}" + ("&blocked=1" if blocked else "")
+
+        def answer(results):
+            for _, status, body in results:
+                if status is not None:
+                    request.setResponseCode(status)
+                    request.setHeader(b"content-type", b"application/json")
+                    return body
+            return _plain(request, 503, "no worker answered")
+
+        return self.ask(path).addCallback(answer)
 
     def ingest(self, results) -> None:
         """Number the workers' events not seen before, oldest first, into the supervisor's ring.

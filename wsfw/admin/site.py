@@ -4,7 +4,8 @@
 ``/readyz``    200 when every public listener is bound and wsfw accepts connections, else 503
 ``/metrics``   Prometheus exposition of the private registry
 ``/api/stats`` totals, per-step rates, top rules and clients (what the dashboard draws)
-``/api/events`` recent audit events, newest first (``?limit=``, ``?since=``, ``?blocked=1``)
+``/api/events`` recent audit events, newest first (``?limit=``, ``?since=``, ``?blocked=1``;
+               ``?scope=fleet``: every node's, from the fleet's Redis Stream)
 ``/``           the dashboard (``/static/...`` holds its script and style sheet)
 
 ``/metrics`` is rendered with ``generate_latest`` here, in the reactor thread,
@@ -28,6 +29,7 @@ from importlib import resources
 from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet import defer
 from twisted.web import resource, server
 
 from wsfw import __version__
@@ -86,9 +88,10 @@ class AdminResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, *, config, metrics, history, events, readiness, clock):
+    def __init__(self, *, config, metrics, history, events, readiness, clock, fleet=None):
         super().__init__()
         self.config = config
+        self.fleet = fleet  # wsfw.cluster.events.FleetEvents: the fleet's stream, with [cluster] redis
         self.metrics = metrics
         self.history = history
         self.events = events
@@ -180,8 +183,43 @@ class AdminResource(resource.Resource):
             limit, since, blocked = events_query(request, size)
         except ValueError:
             return _plain(request, 400, "limit and since must be whole numbers")
+        if query(request).get("scope") == ["fleet"]:
+            return self._later(request, self.fleet_events(request, limit, blocked))
         return _json(request, {"events": self.events.recent(limit, since, blocked), "last_id": self.events.last_id,
                                "size": size})
+
+
+    def fleet_events(self, request, limit: int, blocked: bool) -> defer.Deferred:
+        """``?scope=fleet``: the newest events of every node, from the fleet's Redis Stream."""
+        if self.fleet is None:
+            return defer.succeed(_plain(request, 404, "no fleet: [cluster] redis is not set"))
+
+        def unavailable(failure):
+            from wsfw.cluster.link import RedisUnavailable
+
+            failure.trap(RedisUnavailable)
+            return _json(request, {"error": f"Redis unavailable: {failure.getErrorMessage()}"}, 503)
+
+        return self.fleet.recent(limit, blocked).addCallbacks(
+            lambda events: _json(request, {"events": events, "scope": "fleet", "size": limit}), unavailable)
+
+    def _later(self, request, d: defer.Deferred):
+        """Finish ``request`` with what ``d`` fires with (the bytes a ``_json``/``_plain`` call made)."""
+        gone = []
+        request.notifyFinish().addBoth(gone.append)
+
+        def write(body: bytes):
+            if not gone:
+                request.write(body)
+                request.finish()
+
+        def failed(failure):
+            log.failure("admin: answering {path} failed", failure, path=request.path)
+            if not gone:
+                write(_plain(request, 500, "internal error"))
+
+        d.addCallback(write).addErrback(failed)
+        return server.NOT_DONE_YET
 
 
 def query(request) -> dict[str, list[str]]:
@@ -229,7 +267,7 @@ class AdminSite(server.Site):
         """No access log: Prometheus scrapes and dashboard polls would drown the operational log."""
 
 
-def build_site(*, config, metrics, history, events, readiness, reactor) -> AdminSite:
-    return AdminSite(AdminResource(config=config, metrics=metrics, history=history, events=events,
+def build_site(*, config, metrics, history, events, readiness, reactor, fleet=None) -> AdminSite:
+    return AdminSite(AdminResource(config=config, metrics=metrics, history=history, events=events, fleet=fleet,
                                    readiness=readiness, clock=reactor), reactor)
 

@@ -22,7 +22,7 @@ STEP = 2.0
 WINDOW = 600.0
 
 #: Audit fields the event ring keeps (the rest of a log event is Twisted's bookkeeping).
-EVENT_FIELDS = ("kind", "conn", "peer", "route", "direction", "framing", "request_path", "param", "inspector",
+EVENT_FIELDS = ("node", "kind", "conn", "peer", "route", "direction", "framing", "request_path", "param", "inspector",
                 "rule_ids", "classes", "score", "excerpt", "action", "enforced", "reason", "error")
 MATCH_FIELDS = ("rule_id", "class", "severity", "score", "path")
 
@@ -84,6 +84,19 @@ class History(TimerService):
         return current - (base if base is not None else self.samples[-1][1][index])
 
 
+def event_record(event: dict) -> dict:
+    """An audit event trimmed to the plain JSON-able fields operators read (the admin
+    listener's ring, the fleet's Redis Stream)."""
+    record = {"time": event.get("log_time"), "level": getattr(event.get("log_level"), "name", None)}
+    for key in EVENT_FIELDS:
+        value = event.get(key)
+        if value is not None:
+            record[key] = list(value) if isinstance(value, (list, tuple)) else value
+    if event.get("matches"):
+        record["matches"] = [{k: m.get(k) for k in MATCH_FIELDS} for m in event["matches"] if isinstance(m, dict)]
+    return record
+
+
 class EventRing:
     """The last ``size`` audit events, trimmed to plain JSON-able fields, each with a sequence id.
 
@@ -99,15 +112,7 @@ class EventRing:
 
     def __call__(self, event: dict) -> None:
         try:
-            record = {"time": event.get("log_time"), "level": getattr(event.get("log_level"), "name", None)}
-            for key in EVENT_FIELDS:
-                value = event.get(key)
-                if value is not None:
-                    record[key] = list(value) if isinstance(value, (list, tuple)) else value
-            if event.get("matches"):
-                record["matches"] = [{k: m.get(k) for k in MATCH_FIELDS} for m in event["matches"]
-                                     if isinstance(m, dict)]
-            self.append(record)
+            self.append(event_record(event))
         except Exception:
             log.failure("recording an audit event for the admin listener failed")
 

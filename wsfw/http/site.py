@@ -19,7 +19,7 @@ from twisted.web import http, resource, server
 from wsfw import handshake
 from wsfw.config import Config
 from wsfw.forwarding import client_address, request_client_address
-from wsfw.guard import handing_over
+from wsfw.guard import REFUSAL_TEXT, handing_over
 from wsfw.http.responses import plain
 from wsfw.inspection.audit import escape
 from wsfw.logs import logger
@@ -173,15 +173,6 @@ def refuse_handshake(request, route, peer_ip: str, client: str, refusal) -> byte
         request.setHeader(b"connection", b"Upgrade, close")  # RFC 9110 7.8: Upgrade is listed in Connection
     request.channel.persistent = False
     return body
-
-
-#: What a refused client reads, by IClientGuard refusal reason: no numbers, no rule names.
-REFUSAL_TEXT = {
-    "banned": "this address is temporarily banned",
-    "total": "too many WebSocket connections: try again later",
-    "per_ip": "too many WebSocket connections from this address",
-    "handshake_rate": "too many WebSocket handshakes from this address",
-}
 
 
 class Dispatch(resource.Resource):

@@ -24,7 +24,7 @@ def escape(text: str, limit: int = EXCERPT_MAX) -> str:
     return text.encode("unicode_escape").decode("ascii")[:limit * 2]
 
 
-_TEXT_FIELDS = ("conn", "peer", "route", "direction", "framing", "request_path", "param", "inspector", "rule_ids",
+_TEXT_FIELDS = ("node", "conn", "peer", "route", "direction", "framing", "request_path", "param", "inspector", "rule_ids",
                 "classes", "tags", "score", "enforced", "reason", "excerpt", "error")
 
 
@@ -41,10 +41,14 @@ def text_line(event: dict) -> str:
 
 class Audit:
     """Writes decisions to ``[log] audit_file`` (a path, or ``-`` for stdout) when set,
-    as JSON lines or, with ``format = text``, as ``key=value`` text lines."""
+    as JSON lines or, with ``format = text``, as ``key=value`` text lines.
 
-    def __init__(self, path: str | None, format: str = "json"):
+    ``node`` (``[cluster] node``) names this node in every record, so a fleet's
+    audit trails stay attributable once merged (in Redis or in a SIEM)."""
+
+    def __init__(self, path: str | None, format: str = "json", node: str | None = None):
         self.path = path
+        self.node = node
         self.publisher = LogPublisher()
         self._file = None
         if path:
@@ -65,6 +69,8 @@ class Audit:
         )
         if finding.tags:
             fields["tags"] = list(finding.tags)
+        if self.node:
+            fields["node"] = self.node
         self.log.warn("{action} {classes} in {param} on {route} from {peer}", **fields)
         log.warn("{conn} {action} ({enforced_text}): {reason} in {param} from {peer} route={route}",
                  conn=conn or "-", action=action, enforced_text="enforced" if enforced else "detect only",
@@ -73,7 +79,7 @@ class Audit:
 
     def error(self, *, conn: str | None, route: str, inspector: str, error: str, action: str) -> None:
         self.log.error("inspector {inspector} failed: {error}", kind="inspector_error", conn=conn, route=route,
-                       inspector=inspector, error=error, action=action)
+                       inspector=inspector, error=error, action=action, node=self.node)
 
     def reopen(self) -> None:
         """SIGUSR1 (logrotate): write on into a fresh file at the same path."""

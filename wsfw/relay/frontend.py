@@ -18,7 +18,7 @@ from twisted.internet.protocol import connectionDone
 from wsfw import endpoints
 from wsfw.config import normalise_host
 from wsfw.forwarding import FORWARDING, HOP_BY_HOP, connection_tokens, forwarding_headers
-from wsfw.guard import claim_parked
+from wsfw.guard import REFUSAL_TEXT, claim_parked
 from wsfw.logs import logger
 from wsfw.relay import CLIENT
 from wsfw.relay.backend import BackendFactory
@@ -90,10 +90,28 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
             self.relay._record(None, 503, "shutting down", "wsfw")
             raise ConnectionDeny(503, "shutting down")
         self._handshake = Deferred()
-        self._dial = factory.dial(self, request, peer_ip, self._client_secure())
-        self._dial.addErrback(self._dial_failed)
         self._deadline = factory.clock.callLater(factory.config.timeouts.connect, self._upstream_timeout)
+        confirm = getattr(self.ticket, "confirm", None)
+        if confirm is None:
+            self._start_dial(request, peer_ip)
+        else:
+            # A fleet's guard (wsfw.cluster.guard) reserves the slot in Redis first: one round trip
+            # within the upstream deadline, while the client's handshake is held anyway.
+            confirm().addCallback(self._confirmed, request, peer_ip).addErrback(
+                lambda f: log.failure("{conn} fleet admission failed", f, conn=self.relay.conn_id))
         return self._handshake
+
+    def _start_dial(self, request, peer_ip: str) -> None:
+        self._dial = self.factory.dial(self, request, peer_ip, self._client_secure())
+        self._dial.addErrback(self._dial_failed)
+
+    def _confirmed(self, refusal, request, peer_ip: str) -> None:
+        if self._handshake is None or self._handshake.called or self.state == self.STATE_CLOSED:
+            return  # the client left, or the deadline answered it, while the fleet decided
+        if refusal is not None:
+            self._deny(refusal.status, REFUSAL_TEXT.get(refusal.reason, "refused"))
+            return
+        self._start_dial(request, peer_ip)
 
     def _client_secure(self) -> bool:
         return hasattr(self.transport, "getPeerCertificate") or hasattr(
