@@ -303,8 +303,8 @@ def test_index_names():
     ("[rule:r1]\naction = block\npriority = first\n", "test.ini: [rule:r1] priority: 'first' is not a whole number"),
     ("[rule:r1]\naction = block\ndirection = down\n", "test.ini: [rule:r1] direction: 'down' is not one of client"),
     ("[rule:r1]\naction = block\ndirection = upstream\n", "inspect_upstream = yes"),
-    ("[rule:r1]\naction = block\nphase = handshake\n", "test.ini: [rule:r1] phase: handshake-time rules are not "
-                                                       "supported yet"),
+    ("[rule:r1]\naction = block\nphase = handshake\n", "test.ini: [rule:r1] phase: leave it out: a rule whose "
+                                                       "conditions test only the handshake"),
     ("[rule:r1]\naction = block\nparam = x\n", "test.ini: [rule:r1] param: only applies to action = exclude"),
     ("[rule:r1]\naction = exclude\nroute = chat\ndetector = xss\n", "test.ini: [rule:r1] param: an exclusion needs "
                                                                     "the parameter path glob"),

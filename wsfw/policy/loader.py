@@ -210,9 +210,9 @@ class _PolicyLoader:
         phase = (get.get("phase") or "message").lower()
         if phase != "message":
             if phase == "handshake":
-                bad("phase", "handshake-time rules are not supported yet; conditions on the handshake (client, "
-                    "origin, header:, cookie:, query:, path, subprotocol) already apply to every message of the "
-                    "connection")
+                bad("phase", "leave it out: a rule whose conditions test only the handshake (client, origin, "
+                    "header:, cookie:, query:, path, param:\"handshake.*\") already judges the handshake itself "
+                    "(a block refuses the upgrade with 403) and every message of the connection")
             else:
                 bad("phase", f"{phase!r} is not a phase (message)")
         expr = None
