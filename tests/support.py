@@ -287,6 +287,30 @@ def start_stack(test, *, hook=None, **config):
     return app, wsfw
 
 
+@defer.inlineCallbacks
+def start_stack_with_rules(test, rules: str, *, route_extra: str = "", wsfw_extra: str = ""):
+    """``start_stack`` with ``rules`` (dedented) in a rules file and the audit trail in a file of
+    its own, both in a temporary folder removed with ``test``; returns (app, wsfw, audit path)."""
+    import tempfile
+    import textwrap
+
+    folder = tempfile.mkdtemp(prefix="wsfw-test-")
+    audit_path = os.path.join(folder, "audit.json")
+    rules_path = os.path.join(folder, "rules.ini")
+    with open(rules_path, "w") as f:
+        f.write(textwrap.dedent(rules))
+
+    def cleanup():
+        for name in os.listdir(folder):
+            os.unlink(os.path.join(folder, name))
+        os.rmdir(folder)
+    test.addCleanup(cleanup)
+    app, wsfw = yield start_stack(test, log=f"connections = yes\naudit_file = {audit_path}",
+                                  route_extra=textwrap.dedent(route_extra),
+                                  extra=f"[inspection]\nrules = {rules_path}\n{textwrap.dedent(wsfw_extra)}")
+    return app, wsfw, audit_path
+
+
 # -- clients -------------------------------------------------------------------
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import tempfile
-import textwrap
 from urllib.parse import quote
 
 from autobahn.websocket.compress import (
@@ -60,25 +58,12 @@ class HandshakeBase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        folder = tempfile.mkdtemp(prefix="wsfw-handshake-")
-        self.audit_path = os.path.join(folder, "audit.json")
-        rules_path = os.path.join(folder, "rules.ini")
-        with open(rules_path, "w") as f:
-            f.write(textwrap.dedent(self.rules))
-
-        def cleanup():
-            for name in os.listdir(folder):
-                os.unlink(os.path.join(folder, name))
-            os.rmdir(folder)
-        self.addCleanup(cleanup)
         self.refusals = []
         observer = lambda e: self.refusals.append(e) if e.get("event") == "handshake_refused" else None  # noqa: E731
         logs.ROUTER.observers.append(observer)
         self.addCleanup(logs.ROUTER.observers.remove, observer)
-        self.app, self.wsfw = yield support.start_stack(
-            self, log=f"connections = yes\naudit_file = {self.audit_path}",
-            route_extra=textwrap.dedent(self.route_extra),
-            extra=f"[inspection]\nrules = {rules_path}\n{textwrap.dedent(self.wsfw_extra)}")
+        self.app, self.wsfw, self.audit_path = yield support.start_stack_with_rules(
+            self, self.rules, route_extra=self.route_extra, wsfw_extra=self.wsfw_extra)
         self.dials = []
         accept = self.app.site.buildProtocol
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import tempfile
-import textwrap
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -33,20 +32,8 @@ class PolicyBase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        folder = tempfile.mkdtemp(prefix="wsfw-policy-")
-        self.audit_path = os.path.join(folder, "audit.json")
-        self.rules_path = os.path.join(folder, "app.ini")
-        with open(self.rules_path, "w") as f:
-            f.write(textwrap.dedent(self.rules))
-
-        def cleanup():
-            for name in os.listdir(folder):
-                os.unlink(os.path.join(folder, name))
-            os.rmdir(folder)
-        self.addCleanup(cleanup)
-        self.app, self.wsfw = yield support.start_stack(
-            self, log=f"connections = yes\naudit_file = {self.audit_path}", route_extra=self.route_extra,
-            extra=f"[inspection]\nrules = {self.rules_path}\n{self.wsfw_extra}")
+        self.app, self.wsfw, self.audit_path = yield support.start_stack_with_rules(
+            self, self.rules, route_extra=self.route_extra, wsfw_extra=self.wsfw_extra)
 
     def connect(self, path="/ws/socket.io/?EIO=4&transport=websocket", **kwargs):
         return support.connect_for(self, self.wsfw.url(path), **kwargs)
