@@ -15,7 +15,10 @@ from __future__ import annotations
 from autobahn.websocket.protocol import WebSocketProtocol
 
 from wsfw.relay import close as closing
+from wsfw.relay import tuning
 from wsfw.relay.flow import reader
+
+tuning.install()  # both hops pay Autobahn's per-frame costs: see wsfw/relay/tuning.py
 
 _ALLOWED_LOW_CODES = frozenset(WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED)
 
