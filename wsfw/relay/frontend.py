@@ -186,6 +186,9 @@ class FrontendProtocol(HopMixin, WebSocketServerProtocol):
         backend = self._backend
         self.relay.start(self.transport, backend.transport)
         self.factory.observer.opened(self.relay)
+        self._handshake = self._dial = None
+        self.compact()
+        backend.compact()
 
     def onClose(self, wasClean, code, reason):
         self._cancel_deadline()
