@@ -38,3 +38,27 @@ def test_install_replaces_the_per_frame_costs_and_is_idempotent():
     assert not isinstance(protocol.create_xor_masker(b"abcd", None), tuning.SmallXorMasker)  # length unknown
     assert protocol.hltype is tuning._plain and twisted_websocket.hlval is tuning._plain
     assert protocol.hlval("x", color="red") == "x"
+
+
+def test_at_rest_values_are_what_the_hop_options_set():
+    """HopMixin's class values for Autobahn options (wsfw.relay.hop.AT_REST) stand in for the options
+    themselves: Autobahn only copies an option onto a protocol that does not already have it. So each
+    must be exactly what wsfw.relay.options configures, for a default config and a non-default one."""
+    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFactory
+
+    from wsfw import config_ini
+    from wsfw.relay.hop import AT_REST
+    from wsfw.relay.options import client_options, server_options
+
+    base = "[listen:a]\nendpoint = tcp:1\n[route:r]\nupstream = ws://127.0.0.1:1\n[admin]\nendpoint = off\n"
+    other = base + ("[limits]\ncompression = both\nmax_message_bytes = 1MiB\n"
+                    "[timeouts]\nauto_ping_interval = 5\nidle = 30\n")
+    for text in (base, other):
+        config = config_ini.load("t.ini", text)
+        for factory, options in ((WebSocketServerFactory(), server_options(config)),
+                                 (WebSocketClientFactory(), client_options(config))):
+            factory.setProtocolOptions(**options)
+            checked = [name for name in AT_REST if name in factory.protocol.CONFIG_ATTRS]
+            assert len(checked) >= 12, checked  # server and client options both
+            for name in checked:
+                assert getattr(factory, name) == AT_REST[name], (type(factory).__name__, name)

@@ -86,10 +86,13 @@ class DialFactory:
     reads every option from the shared factory.
     """
 
-    __slots__ = ("shared", "protocols", "relay", "frontend", "connecting_request")
+    __slots__ = ("shared", "protocols", "relay", "frontend", "connecting_request", "wsfw_limits")
+    #: Autobahn reads it for every frame; ``__getattr__`` would be a Python call each time.
+    isServer = False
 
     def __init__(self, shared: BackendFactory, relay, frontend, connecting_request):
         self.shared = shared
+        self.wsfw_limits = shared.wsfw_limits  # the hop's caps, read for every frame
         self.protocols = list(connecting_request.protocols or [])
         self.relay = relay
         self.frontend = frontend

@@ -10,8 +10,9 @@ costs at a fifth of the daemon's CPU, neither of them doing anything for us:
   call ``log.debug(..., func=hltype(...), peer=hlval(...))`` for every chunk:
   the arguments (click-styled, colour-coded strings) are built before the
   logger drops the event, about 11 % of the CPU. :func:`install` makes those
-  two helpers return their argument as it is: a debug line (if ever enabled)
-  shows the plain value instead of a coloured one.
+  two helpers (and the ``pformat`` of every connection's option list) return
+  their argument as it is: a debug line (if ever enabled) shows the plain
+  value instead of a coloured or pretty-printed one.
 - **A native XOR masker allocated per frame.** Autobahn's NVX masker is a
   CFFI object (``ffi.new``, ``ffi.gc``, an implementation switch) built for
   every masked frame, about 8 % of the CPU; XOR-ing a frame is cheap next to
@@ -73,7 +74,7 @@ def install() -> None:
     import autobahn.twisted.websocket as twisted_websocket
     import autobahn.websocket.protocol as protocol
 
-    for module, names in ((protocol, ("hltype", "hlval", "create_xor_masker")),
+    for module, names in ((protocol, ("hltype", "hlval", "create_xor_masker", "pformat")),
                           (twisted_websocket, ("hltype", "hlval"))):
         missing = [name for name in names if not hasattr(module, name)]
         if missing:
@@ -93,3 +94,4 @@ def install() -> None:
     for module in (protocol, twisted_websocket):
         module.hltype = _plain
         module.hlval = _plain
+    protocol.pformat = _plain  # a pretty-printed option list for a debug line, built per connection
