@@ -126,12 +126,13 @@ backend wsfw
 class Node:
     """One ``twistd wsfw`` node of the fleet: its own config file, public and admin ports."""
 
-    def __init__(self, folder, name: str, upstream: int, redis_port: int, extra: str = "", listen_proxy=True):
+    def __init__(self, folder, name: str, upstream: int, redis_port: int, extra: str = "", listen_proxy=True,
+                 workers: int = 1):
         self.name = name
         self.path = os.path.join(str(folder), f"{name}.ini")
         listen = ("haproxy:" if listen_proxy else "") + "tcp:0:interface=127.0.0.1"
         with open(self.path, "w") as f:
-            f.write(support.config_text(f"ws://127.0.0.1:{upstream}", listen=listen,
+            f.write(support.config_text(f"ws://127.0.0.1:{upstream}", listen=listen, workers=workers,
                                         extra=f"[cluster]\nredis = tcp:127.0.0.1:{redis_port}\nnode = {name}\n"
                                               f"{extra}"))
         self.proc = None

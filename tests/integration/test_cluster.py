@@ -153,6 +153,25 @@ def test_audit_events_of_both_nodes_land_in_one_stream(cluster):
     assert redis.command("XLEN", "wsfw:events") >= 2
 
 
+def test_a_supervisor_shows_the_fleet_stream(cluster, tmp_path):
+    """With workers, ``/api/events?scope=fleet`` on the supervisor is the fleet's stream (asked of a
+    worker), not the supervisor's merge of its own workers' events."""
+    redis, (a, b), balancer = cluster
+    demo_port = int(re.search(r"ws://127\.0\.0\.1:(\d+)", open(a.path).read()).group(1))
+    supervised = fleet.Node(tmp_path, "d", demo_port, redis.port, workers=2).start()
+    try:
+        attack(b.port, "192.0.2.71")  # an event on another node only
+
+        def seen():
+            status, body = supervised.admin("/api/events?scope=fleet&limit=50")
+            assert status == 200 and body["scope"] == "fleet", body
+            return any(e.get("node") == "b" and e.get("peer", "").startswith("192.0.2.71:") for e in body["events"])
+
+        assert poll(seen, timeout=5)
+    finally:
+        supervised.stop()
+
+
 class Chatter(threading.Thread):
     """A benign client chatting through HAProxy: every line must come back, in order."""
 

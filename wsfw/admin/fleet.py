@@ -38,7 +38,6 @@ from wsfw.admin.site import (
     AdminSite,
     _json,
     _plain,
-    events_query,
 )
 from wsfw.admin.stats import STEP, WINDOW, EventRing
 from wsfw.logs import logger
@@ -222,13 +221,7 @@ class FleetAdminResource(AdminResource):
 
         return self._later(request, self.ask(f"/api/stats?top={TOP_MAX}").addCallback(answer))
 
-    def recent_events(self, request):
-        size = self.events.events.maxlen
-        try:
-            limit, since, blocked = events_query(request, size)
-        except ValueError:
-            return _plain(request, 400, "limit and since must be whole numbers")
-
+    def local_events(self, request, size: int, limit: int, since: int, blocked: bool):
         def path(slot):
             return f"/api/events?limit={size}&since={self._cursors.get((slot.label, slot.pid), 0)}"
 

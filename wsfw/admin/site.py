@@ -185,6 +185,10 @@ class AdminResource(resource.Resource):
             return _plain(request, 400, "limit and since must be whole numbers")
         if query(request).get("scope") == ["fleet"]:
             return self._later(request, self.fleet_events(request, limit, blocked))
+        return self.local_events(request, size, limit, since, blocked)
+
+    def local_events(self, request, size: int, limit: int, since: int, blocked: bool):
+        """This process's recent events (a supervisor's: its workers', merged)."""
         return _json(request, {"events": self.events.recent(limit, since, blocked), "last_id": self.events.last_id,
                                "size": size})
 
