@@ -175,11 +175,7 @@ class Route:
     inspect_handshake: bool = True
 
     def matches_host(self, host: str) -> bool:
-        if self.host is None:
-            return True
-        if self.host.startswith("*."):
-            return host.endswith(self.host[1:]) and len(host) > len(self.host) - 1
-        return host == self.host
+        return self.host is None or host_matches(self.host, host)
 
     def upstream_path(self, request_path: str, base: Upstream) -> str:
         """Map a request path onto the upstream, like nginx's ``proxy_pass`` with a URI.
@@ -405,6 +401,22 @@ class Config:
             if path.startswith(route.path) and (best is None or len(route.path) > len(best.path)):
                 best = route
         return best
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """A normalised host name against an exact name or a ``*.domain`` wildcard, which admits
+    subdomains at any depth but never the domain itself (routes' ``host``, ``hosts`` allow-lists)."""
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+def is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def normalise_host(host: str | bytes | None) -> str:

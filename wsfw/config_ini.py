@@ -30,6 +30,7 @@ from wsfw.config import (
     RATE_ACTIONS,
     SYSLOG_FACILITIES,
     WORKERS_MAX,
+    is_ip_address,
     Admin,
     Cluster,
     Config,
@@ -290,7 +291,7 @@ class _Loader:
         host = s.str("host")
         if host is not None:
             host = host.lower().rstrip(".")
-            if not re.match(r"^(\*\.)?[a-z0-9.-]+$", host) and not _is_ip(host):
+            if not re.match(r"^(\*\.)?[a-z0-9.-]+$", host) and not is_ip_address(host):
                 s.problem("host", f"{host!r} is not a host name, IP address or *.domain wildcard")
         upstream_url = s.required("upstream")
         ws = self.upstream(s, "upstream", upstream_url, ("ws", "wss")) if upstream_url else None
@@ -350,7 +351,7 @@ class _Loader:
             host = text.lower().rstrip(".")
             if host.startswith("[") and host.endswith("]"):
                 host = host[1:-1]
-            if _is_ip(host):
+            if is_ip_address(host):
                 hosts.append(host)
             elif ":" in host:
                 s.problem("hosts", f"{text!r}: give host names without a port (the Host's port is ignored)")
@@ -585,14 +586,6 @@ def _hostname() -> str:
     import socket
 
     return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname().split(".")[0]) or "wsfw"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _parser_message(e: configparser.Error) -> str:

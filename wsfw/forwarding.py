@@ -76,6 +76,19 @@ def request_client_address(request, settings) -> str:
     return client_address(peer_ip, headers, settings)
 
 
+def cookie_jar(values) -> dict[str, list[str]]:
+    """Cookie name -> values, from the values of every ``Cookie`` header (RFC 6265 5.4:
+    ``name=value; ...``; quotes around a value dropped). For the handshake's allow-lists and
+    detectors and for the rules' ``cookie:`` field alike."""
+    jar: dict[str, list[str]] = {}
+    for value in values:
+        for pair in value.split(";"):
+            name, eq, val = pair.strip().partition("=")
+            if eq and name.strip():
+                jar.setdefault(name.strip(), []).append(val.strip().strip('"'))
+    return jar
+
+
 def _forwarded_for(value: str) -> list[str]:
     """The ``for=`` nodes of an RFC 7239 ``Forwarded`` header, in order."""
     out = []

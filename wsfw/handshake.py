@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 from typing import NamedTuple
 from urllib.parse import parse_qsl
 
-from wsfw.config import OriginPattern, normalise_host
+from wsfw.config import OriginPattern, host_matches, is_ip_address, normalise_host
 from wsfw.decoders import Decoded
 from wsfw.decoders._walk import Ctx, Stop, key_path, may_nest, nested
+from wsfw.forwarding import cookie_jar
 
 __all__ = ["Head", "Refusal", "Screening", "TOKEN", "cookies", "decode", "header_value", "host_allowed",
            "inspected_header", "is_attempt", "origin_allowed", "parse_origin", "parse_origin_pattern", "screen",
@@ -209,13 +209,7 @@ def host_allowed(patterns, host: str) -> bool:
     """``host`` (a Host header; its port is ignored) against exact names and ``*.domain`` wildcards.
     A wildcard admits any depth of subdomain, never the domain itself."""
     name = normalise_host(host)
-    for pattern in patterns:
-        if pattern.startswith("*."):
-            if name.endswith(pattern[1:]) and len(name) > len(pattern) - 1:
-                return True
-        elif name == pattern:
-            return True
-    return False
+    return any(host_matches(pattern, name) for pattern in patterns)
 
 
 def parse_origin(text: str) -> tuple[str, str, int | None] | None:
@@ -251,20 +245,12 @@ def parse_origin_pattern(text: str) -> OriginPattern:
         raise ValueError(f"{text!r} is not an origin: give scheme://host[:port] (no path), with *. before the "
                          "host for its subdomains, e.g. https://chat.example.com or https://*.example.com")
     scheme, host, port = parsed
-    is_ip = _is_ip(host)
+    is_ip = is_ip_address(host)
     if not (_HOST_NAME.match(host) or is_ip):
         raise ValueError(f"{text!r}: {host!r} is not a host name or IP address")
     if wildcard and is_ip:
         raise ValueError(f"{text!r}: a wildcard needs a domain name, not an IP address")
     return OriginPattern(scheme=scheme, host=host, port=port, wildcard=wildcard)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def origin_allowed(patterns, origin: str) -> bool:
@@ -288,14 +274,8 @@ def origin_allowed(patterns, origin: str) -> bool:
 
 
 def cookies(head: Head) -> dict[str, list[str]]:
-    """Cookie name -> values, from every ``Cookie`` header (RFC 6265 5.4: ``name=value; ...``)."""
-    jar: dict[str, list[str]] = {}
-    for value in head.values("cookie"):
-        for pair in value.split(";"):
-            name, eq, val = pair.strip().partition("=")
-            if eq and name.strip():
-                jar.setdefault(name.strip(), []).append(val.strip().strip('"'))
-    return jar
+    """Cookie name -> values, from every ``Cookie`` header (``wsfw.forwarding.cookie_jar``)."""
+    return cookie_jar(head.values("cookie"))
 
 
 def offered_subprotocols(head: Head) -> list[str]:
@@ -382,7 +362,7 @@ def _is_address(text: str) -> bool:
         text, _, port = text.partition(":")
         if not port.isdigit():
             return False
-    return _is_ip(text)
+    return is_ip_address(text)
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")

@@ -12,7 +12,7 @@ import ipaddress
 import time
 from urllib.parse import parse_qs
 
-from wsfw.forwarding import client_address
+from wsfw.forwarding import client_address, cookie_jar
 from wsfw.inspection import Finding
 from wsfw.relay import CLIENT, UPSTREAM
 
@@ -177,14 +177,7 @@ class ConnState:
 
     def cookies(self, view) -> dict[str, list[str]]:
         if self._cookies is None:
-            jar: dict[str, list[str]] = {}
-            for k, v in view.headers:
-                if k == "cookie":
-                    for pair in v.split(";"):
-                        name, eq, value = pair.strip().partition("=")
-                        if eq:
-                            jar.setdefault(name.strip(), []).append(value.strip().strip('"'))
-            self._cookies = jar
+            self._cookies = cookie_jar(v for k, v in view.headers if k == "cookie")
         return self._cookies
 
     def arguments(self, view) -> dict[str, list[str]]:
