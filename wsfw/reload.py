@@ -65,14 +65,13 @@ class Generation:
 class Generations:
     """Builds generations; keeps what outlives them (hook switches, compiled inspectors)."""
 
-    def __init__(self, reactor, audit, pool, tracker, metrics=None, hook=None, guard=None):
+    def __init__(self, reactor, audit, pool, tracker, metrics=None, hook=None):
         self.reactor = reactor
         self.audit = audit
         self.pool = pool
         self.tracker = tracker
         self.metrics = metrics
         self.hook = hook  # replaces every route's pipeline (tests, embedders)
-        self.guard = guard
         self.switches: dict[str, HookSwitch] = {}
         self.hooks: dict[str, object] = {}  # what relays hold: the switch, timed when metrics are on
         self._inspectors: tuple | None = None  # (the inspection settings, the inspectors built from them)
@@ -108,7 +107,7 @@ class Generations:
                     adopt(switch.current)
                 switch.current = target
             websockets[route.name] = WebSocketResource(
-                FrontendFactory(config, route, self.hooks[route.name], self.reactor, self.tracker, self.guard))
+                FrontendFactory(config, route, self.hooks[route.name], self.reactor, self.tracker))
             proxy = proxies[route.name] = ProxyResource(config, route, self.reactor, self.pool,
                                                         pipelines.get(route.name))
             if previous is not None and route.name in previous.proxies:

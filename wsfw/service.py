@@ -289,7 +289,7 @@ def build(config: Config, reactor, hook=None, *, listen: dict | None = None,
     audit.publisher.addObserver(guard.audit_event)
     if metrics is not None:
         metrics.guard = guard
-    generations = Generations(reactor, audit, pool, tracker, metrics, hook, guard=guard)
+    generations = Generations(reactor, audit, pool, tracker, metrics, hook)
     dispatch = Dispatch(generations.build(config), guard)
     site = PublicSite(dispatch, config, reactor, metrics.http_response if metrics is not None else None)
 

@@ -145,10 +145,10 @@ class FleetGuard(Guard, Service):
         self.link = link
         self.field = f"{link.node}/{os.getpid()}.{secrets.token_hex(4)}"
         self.heartbeat_prefix = link.key("node") + ":"
+        self.heartbeat_key = self.heartbeat_prefix + self.field
         self._held: dict[str, int] = {}  # what this process believes its field says in Redis, per address
         self._dirty = False  # a release could not reach Redis: rewrite our counts when it returns
         self._loops: list[task.LoopingCall] = []
-        self.fleet_bans = 0  # bans learnt from other nodes (a metric)
         link.on_up(self._reconcile)
 
     def ticket(self, address: str) -> FleetTicket:
@@ -158,34 +158,26 @@ class FleetGuard(Guard, Service):
 
     def startService(self):
         Service.startService(self)
-        self.start()
-
-    def stopService(self):
-        Service.stopService(self)
-        return self.stop()
-
-    def start(self) -> None:
         for interval, call in ((HEARTBEAT, self._heartbeat), (BAN_SYNC, self._sync_bans)):
             loop = task.LoopingCall(call)
             loop.clock = self.clock
             loop.start(interval, now=True).addErrback(lambda f: log.failure("cluster timer", f))
             self._loops.append(loop)
 
-    def stop(self) -> defer.Deferred:
+    def stopService(self):
+        Service.stopService(self)
         for loop in self._loops:
             if loop.running:
                 loop.stop()
         self._loops = []
         # A clean stop gives the fleet its slots back at once rather than after NODE_TTL.
-        heartbeat = self.heartbeat_prefix + self.field
-        d = self.link.command("DEL", heartbeat)
-        return d.addErrback(lambda f: None)
+        return self.link.command("DEL", self.heartbeat_key).addErrback(lambda f: None)
 
     def _heartbeat(self):
         if self._dirty and self.link.up:
             self._reconcile()  # a release that could not reach Redis: rewrite our counts
             return None
-        return self.link.command("SET", self.heartbeat_prefix + self.field, "1", "EX", NODE_TTL).addErrback(
+        return self.link.command("SET", self.heartbeat_key, "1", "EX", NODE_TTL).addErrback(
             self._quiet)
 
     # -- reservations ------------------------------------------------------------------
@@ -284,7 +276,6 @@ class FleetGuard(Guard, Service):
         self._bans[address] = until
         self._bans.move_to_end(address)
         if new:
-            self.fleet_bans += 1
             log.warn("banning {address} for {seconds:.0f}s: banned by the fleet{why}", address=address,
                      seconds=until - self.clock.seconds(), why=f" ({reason})" if reason else "", event="ban",
                      scope="fleet")

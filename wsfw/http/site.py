@@ -18,7 +18,7 @@ from twisted.web import http, resource, server
 
 from wsfw import handshake
 from wsfw.config import Config
-from wsfw.forwarding import client_address, request_client_address
+from wsfw.forwarding import request_client_address
 from wsfw.guard import REFUSAL_TEXT, handing_over
 from wsfw.http.responses import plain
 from wsfw.inspection.audit import escape
@@ -119,14 +119,15 @@ def is_upgrade(request) -> bool:
     return handshake.is_attempt(request.requestHeaders.getRawHeaders(b"upgrade", ()))
 
 
-def upgrade(request, generation, route):
+def upgrade(request, generation, route, client: str):
     """The upgrade branch of ``Dispatch``: a handshake attempt on ``route``, checked in order by
     strict RFC 6455 validation (``wsfw.handshake.validate``), the route's allow-lists
     (``wsfw.handshake.screen``) and, with ``inspect_handshake``, the route's detectors
     (``Pipeline.inspect_handshake``). A refusal is answered here and the connection closed
     after it, so nothing reaches Autobahn or the upstream; an admitted handshake goes to the
     route's WebSocket resource with the subprotocol offer the allow-list left (Autobahn
-    re-reads the request's headers), which dials the upstream."""
+    re-reads the request's headers), which dials the upstream. ``client`` is the request's
+    client address (``request_client_address``), as the Dispatch admitted it."""
     query = request.uri.partition(b"?")[2]
     head = handshake.Head.from_raw(request.method, request.clientproto, request.path, query,
                                    request.requestHeaders.getAllRawHeaders())
@@ -140,7 +141,6 @@ def upgrade(request, generation, route):
     peer = request.getClientAddress()
     peer_ip = getattr(peer, "host", None) or str(peer)
     settings = generation.config.settings
-    client = client_address(peer_ip, head.headers, settings)
     pipeline = generation.pipelines.get(route.name)  # None when a test or an embedder gave its own hook
     if refusal is None and pipeline is not None and route.inspect_handshake:
         verdict = pipeline.inspect_handshake(peer=f"{peer_ip}:{getattr(peer, 'port', 0)}", client=client, head=head)
@@ -190,9 +190,9 @@ class Dispatch(resource.Resource):
     def render(self, request):
         request.setHeader(b"server", b"wsfw")
         generation = self.generation  # one generation for the whole request, even if a reload lands
-        if self.guard is None:
-            return self.dispatch(request, generation)
         address = request_client_address(request, generation.config.settings)
+        if self.guard is None:
+            return self.dispatch(request, generation, address)
         admission = self.guard.admit(address, is_upgrade(request))
         if not admission.admitted:
             if admission.retry_after is not None:
@@ -200,20 +200,20 @@ class Dispatch(resource.Resource):
             request.channel.persistent = False  # nothing more is read from a refused client on this connection
             return plain(request, admission.status, REFUSAL_TEXT.get(admission.reason, "refused"), close=True)
         if admission.ticket is None:
-            return self.dispatch(request, generation)
+            return self.dispatch(request, generation, address)
         # The WebSocket resource builds the connection's protocol within this call; it takes the
         # ticket and releases it when the connection ends. Unclaimed, it is released right here.
         with handing_over(admission.ticket):
-            return self.dispatch(request, generation)
+            return self.dispatch(request, generation, address)
 
-    def dispatch(self, request, generation):
-        """Route an admitted request to its route's WebSocket resource or HTTP proxy."""
+    def dispatch(self, request, generation, address: str):
+        """Route an admitted request (from client ``address``) to its route's WebSocket resource or HTTP proxy."""
         path = request.path.decode("latin-1")
         route = generation.config.match_route(request.getHeader(b"host"), path)
         if route is None:
             return plain(request, 404, "no route for this host and path")
         if is_upgrade(request):
-            return upgrade(request, generation, route)
+            return upgrade(request, generation, route, address)
         if not route.http_enabled:
             return plain(request, 404, "plain HTTP is not enabled on this route")
         return generation.proxies[route.name].render(request)

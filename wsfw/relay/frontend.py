@@ -207,7 +207,7 @@ class FrontendFactory(WebSocketServerFactory):
 
     protocol = FrontendProtocol
 
-    def __init__(self, config, route, hook, reactor, tracker=None, guard=None):
+    def __init__(self, config, route, hook, reactor, tracker=None):
         super().__init__(server="wsfw", externalPort=None)
         self.setProtocolOptions(**server_options(config))
         self.config = config
@@ -216,7 +216,6 @@ class FrontendFactory(WebSocketServerFactory):
         self.clock = reactor
         self.reactor = reactor
         self.tracker = tracker
-        self.guard = guard  # per-address limits and bans (wsfw.guard), shared by every route and reload
         self.observer = tracker.observer if tracker is not None else NO_OBSERVER
         self.wsfw_limits = config.limits
         self.backend = BackendFactory(config, route)
