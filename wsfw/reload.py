@@ -128,6 +128,22 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
     return changed
 
 
+def restart_note(pending: list[str]) -> str:
+    """What a reload log line adds about ``restart_only_changes``."""
+    return f"; changes to {', '.join(pending)} apply on restart" if pending else ""
+
+
+def load_again(old: Config, keeping: str) -> Config | None:
+    """SIGHUP's first step, in a daemon or a supervisor: the file ``old`` came from, loaded
+    again, or None with every problem logged (``keeping``: who keeps ``old``'s policy)."""
+    try:
+        return config_ini.load(old.path)
+    except ConfigError as e:
+        log.error("SIGHUP: {path} has {n} problem(s); {keeping} policy {version}:\n{problems}", path=old.path,
+                  n=len(e.problems), keeping=keeping, version=old.version, problems=str(e), event="reload_failed")
+        return None
+
+
 class Reloader:
     """Re-reads the config file and, when it is valid, swaps the generation ``dispatch`` serves."""
 
@@ -136,36 +152,27 @@ class Reloader:
         self.generations = generations
         self.dispatch = dispatch
         self.on_reload = on_reload  # called with the new Config (the guard's limits, the stats' version)
-        self.reloads = 0
-        self.failures = 0
 
     def reload(self) -> bool:
         """One reload: True when the new config now applies, False when the old one stays."""
-        path = self.config.path
         old = self.config
-        try:
-            new = config_ini.load(path)
-        except ConfigError as e:
-            self.failures += 1
-            log.error("SIGHUP: {path} has {n} problem(s); still running policy {version}:\n{problems}", path=path,
-                      n=len(e.problems), version=old.version, problems=str(e), event="reload_failed")
+        path = old.path
+        new = load_again(old, "still running")
+        if new is None:
             return False
         try:
             generation = self.generations.build(new)
         except Exception:
-            self.failures += 1
             log.failure("SIGHUP: building the new policy from {path} failed; still running policy {version}",
                         path=path, version=old.version, event="reload_failed")
             return False
         self.dispatch.generation = generation
         self.config = new
-        self.reloads += 1
         if self.on_reload is not None:
             self.on_reload(new)
         pending = restart_only_changes(old, new)
         log.info("SIGHUP: reloaded {path}: policy {old_version} -> {version} ({routes} route(s), {rules} rule file(s))"
                  "{pending}", path=path, old_version=old.version, version=new.version, routes=len(new.routes),
                  rules=len(getattr(new.policy, "files", ())),
-                 pending=f"; changes to {', '.join(pending)} apply on restart" if pending else "",
-                 restart_needed=pending, event="reloaded")
+                 pending=restart_note(pending), restart_needed=pending, event="reloaded")
         return True

@@ -44,10 +44,9 @@ from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.protocol import Factory
 
-from wsfw import config_ini, endpoints, listeners as sockets, logs
+from wsfw import endpoints, listeners as sockets, logs
 from wsfw.config import Config
-from wsfw.errors import ConfigError
-from wsfw.reload import restart_only_changes
+from wsfw.reload import load_again, restart_note, restart_only_changes
 from wsfw.service import ListenerService, LogService, OnStop, SignalService
 
 log = logs.logger("wsfw.supervisor")
@@ -358,18 +357,11 @@ class Supervisor(Service):
         """SIGHUP: validate the config on disk; when it loads, workers started from now on get it
         and every serving worker is told to reload (each re-reads and logs its policy version).
         When it does not, nothing is signalled: every worker keeps the policy it runs."""
-        path = self.config.path
-        try:
-            new = config_ini.load(path)
-        except ConfigError as e:
-            log.error("SIGHUP: {path} has {n} problem(s); the workers keep policy {version}:\n{problems}",
-                      path=path, n=len(e.problems), version=self.config.version, problems=str(e),
-                      event="reload_failed")
+        new = load_again(self.config, "the workers keep")
+        if new is None:
             return
-        pending = restart_only_changes(self.config, new)
-        log.info("SIGHUP: {path} is valid (policy {version}): the workers reload it{pending}", path=path,
-                 version=new.version, pending=f"; changes to {', '.join(pending)} apply on restart" if pending else "",
-                 event="reload")
+        log.info("SIGHUP: {path} is valid (policy {version}): the workers reload it{pending}", path=new.path,
+                 version=new.version, pending=restart_note(restart_only_changes(self.config, new)), event="reload")
         self.config = new
         self.forward(signal.SIGHUP)
 
