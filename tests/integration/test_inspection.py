@@ -91,6 +91,25 @@ class BlockTests(InspectionBase):
         self.assertEqual(self.app.ws.received, [])
 
     @defer.inlineCallbacks
+    def test_polling_refusal_ends_the_connection(self):
+        """After a 403 for a polling attack wsfw closes the connection, as its Connection: close
+        says: a request the client pipelined behind the attack is never read nor forwarded."""
+        path = b"/http/echo/socket.io/?EIO=4&transport=polling&sid=pipe"
+        attack = ("2\x1e" + SQLI).encode()
+
+        def post(body: bytes) -> bytes:
+            return (b"POST " + path + b" HTTP/1.1\r\nHost: app.test\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+        proto = yield support.raw(self.wsfw.port, post(attack) + post(b"4pipelined after the attack"))
+        data = yield proto.done  # fires only when wsfw closes the connection
+        self.assertTrue(data.startswith(b"HTTP/1.1 403 "), data)
+        self.assertEqual(data.count(b"HTTP/1.1 "), 1, "the pipelined request was answered too")
+        # wsfw ends the attacker's Engine.IO session at the app (as in the test below): let that finish.
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertNotIn(b"pipelined after the attack", b"".join(body for _, body in self.app.http_bodies))
+
+    @defer.inlineCallbacks
     def test_polling_attack_gets_403(self):
         """The same attack over Engine.IO long-polling is refused with 403 and not forwarded."""
         agent = Agent(reactor)

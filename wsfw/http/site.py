@@ -171,7 +171,6 @@ def refuse_handshake(request, route, peer_ip: str, client: str, refusal) -> byte
         request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
     if any(name.lower() == "upgrade" for name, _ in refusal.headers):
         request.setHeader(b"connection", b"Upgrade, close")  # RFC 9110 7.8: Upgrade is listed in Connection
-    request.channel.persistent = False
     return body
 
 
@@ -197,7 +196,6 @@ class Dispatch(resource.Resource):
         if not admission.admitted:
             if admission.retry_after is not None:
                 request.setHeader(b"retry-after", str(admission.retry_after).encode())
-            request.channel.persistent = False  # nothing more is read from a refused client on this connection
             return plain(request, admission.status, REFUSAL_TEXT.get(admission.reason, "refused"), close=True)
         if admission.ticket is None:
             return self.dispatch(request, generation, address)
