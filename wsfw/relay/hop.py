@@ -15,7 +15,7 @@ from __future__ import annotations
 from autobahn.websocket.protocol import WebSocketProtocol
 
 from wsfw.relay import close as closing
-from wsfw.relay import tuning
+from wsfw.relay import frames, tuning
 from wsfw.relay.flow import reader
 
 tuning.install()  # both hops pay Autobahn's per-frame costs: see wsfw/relay/tuning.py
@@ -80,6 +80,7 @@ class HopMixin:
     _drop_after_failure = False
     _frames = 0
     _inflated = 0
+    _fast_cap: int | None = None
 
     def compact(self) -> None:
         """Shrink this open hop's instance state (it lives as long as the connection): drop the
@@ -103,7 +104,10 @@ class HopMixin:
 
     def send_message(self, payload: bytes, is_binary: bool) -> None:
         if self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendMessage(payload, is_binary)
+            if frames.can_write_fast(self, len(payload)):
+                frames.write_message(self, payload, is_binary)
+            else:
+                self.sendMessage(payload, is_binary)
 
     def close(self, code: int | None, reason: str | None) -> None:
         """The one way wsfw closes a hop, whatever the state."""
@@ -158,6 +162,20 @@ class HopMixin:
         self.dropConnection(abort=True)
 
     # -- Autobahn hooks -----------------------------------------------------
+
+    def _dataReceived(self, data: bytes) -> None:
+        """Simple frames take the fast path of :mod:`wsfw.relay.frames`; Autobahn parses the rest."""
+        if not frames.can_read_fast(self):
+            super()._dataReceived(data)
+            return
+        if self.data:
+            data = self.data + data
+        cap = self._fast_cap
+        if cap is None:
+            cap = self._fast_cap = frames.frame_cap(self)
+        self.data = rest = frames.read_frames(self, data, cap)
+        if rest:
+            self.consumeData()
 
     def processData(self):
         if self._halted:

@@ -1,0 +1,137 @@
+"""The relay's fast path for the frames almost every message is: one complete, unfragmented,
+uncompressed text or binary frame.
+
+Autobahn parses a frame in two passes of ``processData`` and walks it through
+nine callbacks (``onFrameBegin`` ... ``onMessageEnd``), slicing its receive
+buffer twice and building a ``FrameHeader``, a masker and a UTF-8 validator
+state on the way; sending one message goes through ``sendMessage``,
+``sendFrame`` and ``sendData``. A relayed round trip is four frames through
+that machinery (the client's, the copy to the upstream, the upstream's answer
+and the copy back), and a py-spy profile of the daemon under load put it at
+the largest single share of wsfw's CPU. Almost every real message is a single
+small frame, which needs none of it.
+
+:func:`read_frames` takes every leading frame of a read that is exactly that
+case (FIN set, RSV clear, opcode 1 or 2, masked as the hop's peer must mask,
+minimally encoded length under 64 KiB, within the hop's frame and message
+caps, and, for text, valid UTF-8 as a whole) and hands each straight to the
+hop's ``onMessage``. Anything else (a control frame, a fragment, a
+compressed, oversized, malformed or incomplete frame, a state other than
+open) stops the fast path *before that frame*: the rest of the data goes to
+Autobahn's own parser, which applies every check and failure exactly as
+before. Both paths produce the same messages, in order; only frames that are
+valid under every rule Autobahn applies are ever taken here, so nothing that
+Autobahn would refuse is relayed, and a broken frame gets Autobahn's close
+code and its early failure (an incomplete text frame is validated
+incrementally by Autobahn, so invalid UTF-8 still fails fast).
+
+:func:`write_message` frames one message for the hop's peer (masked with a
+fresh key towards an upstream, as Autobahn's ``sendFrame`` does) and writes it
+in one call, when nothing makes Autobahn's path necessary (compression, auto
+fragmentation, a queued write, a message over the send cap).
+
+What is not kept up to date for fast-path frames: Autobahn's ``trafficStats``
+counters, which wsfw does not read (its own counters are in the relay).
+"""
+
+from __future__ import annotations
+
+import random
+
+from autobahn.websocket.protocol import WebSocketProtocol
+
+from wsfw.relay.tuning import mask
+
+_OPEN = WebSocketProtocol.STATE_OPEN
+_TEXT, _BINARY = 0x81, 0x82  # first header byte of a final, uncompressed text / binary frame
+_EXTENDED16 = 126  # 7-bit length value announcing a 16-bit length; 127 (64-bit) is left to Autobahn
+_getrandbits = random.getrandbits  # Autobahn's source of frame masks (sendFrame)
+
+
+def frame_cap(hop) -> int:
+    """The largest payload the fast path may take for ``hop``: its frame and message caps
+    (Autobahn enforces both; 0 means none) and the 16-bit length limit."""
+    cap = 0xFFFF
+    for limit in (hop.maxFramePayloadSize, hop.maxMessagePayloadSize):
+        if 0 < limit < cap:
+            cap = limit
+    return cap
+
+
+def can_read_fast(hop) -> bool:
+    """Whether ``hop`` is between frames of an open connection with nothing that needs Autobahn."""
+    return (hop.state == _OPEN and hop.current_frame is None and not hop.inside_message and not hop._halted
+            and hop._perMessageCompress is None and not hop.failedByMe)
+
+
+def read_frames(hop, data: bytes, cap: int) -> bytes:
+    """Deliver the leading simple frames of ``data`` to ``hop.onMessage``; return the rest
+    (from the first frame the fast path does not take) for Autobahn's parser."""
+    end = len(data)
+    pos = 0
+    masked = 0x80 if hop.factory.isServer else 0  # client frames carry a mask; server frames must not
+    while end - pos >= 2:
+        first = data[pos]
+        if first != _TEXT and first != _BINARY:
+            break
+        second = data[pos + 1]
+        if second & 0x80 != masked:
+            break
+        size = second & 0x7F
+        head = pos + 2
+        if size >= _EXTENDED16:
+            if size != _EXTENDED16 or end - head < 2:
+                break
+            size = (data[head] << 8) | data[head + 1]
+            if size < _EXTENDED16:  # not minimally encoded: Autobahn fails it
+                break
+            head += 2
+        if size > cap:
+            break
+        if masked:
+            start = head + 4
+            stop = start + size
+            if stop > end:
+                break
+            payload = mask(data[head:start], data[start:stop])
+        else:
+            stop = head + size
+            if stop > end:
+                break
+            payload = data[head:stop]
+        if first == _TEXT:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                break  # Autobahn reports where, and fails with 1007
+        pos = stop
+        if hop.autoPingTimeoutCall is not None:  # any traffic answers a pending auto-ping
+            hop._cancelAutoPingTimeoutCall()
+        hop.onMessage(payload, first == _BINARY)
+        if not can_read_fast(hop):  # the message closed or failed the connection: Autobahn goes on
+            break
+    return data[pos:] if pos else data
+
+
+def can_write_fast(hop, size: int) -> bool:
+    return (hop._perMessageCompress is None and not hop.send_queue and not hop.autoFragmentSize
+            and not (0 < hop.maxMessagePayloadSize < size) and size <= 0xFFFF and not hop.logFrames)
+
+
+def write_message(hop, payload: bytes, is_binary: bool) -> None:
+    """One unfragmented, uncompressed frame for ``payload``, written at once."""
+    size = len(payload)
+    first = _BINARY if is_binary else _TEXT
+    if hop.factory.isServer:
+        if size < _EXTENDED16:
+            header = bytes((first, size))
+        else:
+            header = bytes((first, _EXTENDED16, size >> 8, size & 0xFF))
+        hop.transport.write(header + payload)
+        return
+    key = _getrandbits(32).to_bytes(4, "big")
+    if size < _EXTENDED16:
+        header = bytes((first, 0x80 | size))
+    else:
+        header = bytes((first, 0x80 | _EXTENDED16, size >> 8, size & 0xFF))
+    hop.transport.write(header + key + mask(key, payload))
