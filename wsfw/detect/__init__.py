@@ -136,6 +136,7 @@ class Engine:
         patterns.append(transforms.HINT_B64.encode())
         self._nrules = nrules
         active = set(self._active) | set(range(nrules, len(patterns)))
+        self._relevant = frozenset(active)  # what a scan acts on: active rules, gates and hints
         self._backend = make_backend(patterns, prefer=backend, active=active)
         self._cache: dict[str, tuple] = {}
         self.backend_name = self._backend.name
@@ -225,6 +226,8 @@ class Engine:
             value = value[:transforms.MAX_SCAN_CHARS]
         data = value.encode("utf-8", "surrogatepass")
         first = self._backend.match(data)
+        if first:  # the shared database also holds rules above this paranoia level, and disabled ones
+            first &= self._relevant
         # The common case, most messages: no signature, gate or hint fired and
         # no Unicode folding can change the value, so there is no variant to scan.
         if not first and (value.isascii() or unicodedata.is_normalized("NFKC", value)):

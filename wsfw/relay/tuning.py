@@ -16,9 +16,12 @@ costs at a fifth of the daemon's CPU, neither of them doing anything for us:
 - **A native XOR masker allocated per frame.** Autobahn's NVX masker is a
   CFFI object (``ffi.new``, ``ffi.gc``, an implementation switch) built for
   every masked frame, about 8 % of the CPU; XOR-ing a frame is cheap next to
-  that. :class:`SmallXorMasker` does the XOR with Python's big integers (one
-  C-level operation) for frames up to ``SMALL_FRAME`` bytes and leaves
-  larger ones to NVX's SIMD loop.
+  that. :class:`XorMasker` (Autobahn's masker interface) and :func:`mask`
+  (a whole payload, for :mod:`wsfw.relay.frames`) call the C ``apply_mask``
+  of the ``websockets`` package, a plain function over a buffer: measured
+  here, 0.4 µs at 64 B, 0.6 at 1 KiB and 1.1 at 16 KiB, against 14-20 µs for
+  NVX and 1.8 / 5.4 / 12.6 for a big-integer XOR in Python (the fallback
+  when that extension is not built).
 
 Masking itself is unchanged: every frame to the upstream is still masked
 with a fresh random key (RFC 6455 5.3); only who computes the XOR differs.
@@ -29,22 +32,37 @@ the optimisation.
 
 from __future__ import annotations
 
-from autobahn.websocket.xormasker import create_xor_masker as _native_masker
-
-#: Frames up to this size are masked by :class:`SmallXorMasker`; larger ones by Autobahn's NVX masker,
-#: whose SIMD loop wins once its allocation is amortised. Measured here, one masker and one frame:
-#: 64 B 2.9 µs against NVX's 14.2; 1 KiB 8.5 against 14.6; 4 KiB 21.8 against 15.4.
-SMALL_FRAME = 2048
+try:
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - a websockets built without its C extension
+    _apply_mask = None
 
 
-class SmallXorMasker:
-    """RFC 6455 masking with Python integers: the interface of Autobahn's maskers
+def _xor(data, key: bytes) -> bytes:
+    """``data`` XOR-ed with the 4-byte ``key`` repeated, as one big-integer XOR."""
+    n = len(data)
+    if not n:
+        return b""
+    return (int.from_bytes(data, "little") ^
+            int.from_bytes((key * ((n >> 2) + 1))[:n], "little")).to_bytes(n, "little")
+
+
+_apply = _apply_mask if _apply_mask is not None else _xor
+
+
+def mask(key: bytes, data: bytes) -> bytes:
+    """RFC 6455 masking (or unmasking) of a whole frame payload with its 4-byte ``key``."""
+    return _apply(data, key)
+
+
+class XorMasker:
+    """RFC 6455 masking through :func:`mask`, with the interface of Autobahn's maskers
     (``process`` in one or more chunks, ``pointer``, ``reset``)."""
 
     __slots__ = ("_mask", "_ptr")
 
-    def __init__(self, mask: bytes):
-        self._mask = bytes(mask)
+    def __init__(self, key: bytes):
+        self._mask = bytes(key)
         self._ptr = 0
 
     def pointer(self) -> int:
@@ -54,30 +72,12 @@ class SmallXorMasker:
         self._ptr = 0
 
     def process(self, data) -> bytes:
-        n = len(data)
-        if not n:
-            return b""
         offset = self._ptr & 3
         key = self._mask
         if offset:
             key = key[offset:] + key[:offset]
-        self._ptr += n
-        return _xor(key, data, n)
-
-
-def _xor(key: bytes, data, n: int) -> bytes:
-    """``data`` (``n`` bytes) XOR-ed with the 4-byte ``key`` repeated: one big-integer XOR."""
-    return (int.from_bytes(data, "little") ^
-            int.from_bytes((key * ((n >> 2) + 1))[:n], "little")).to_bytes(n, "little")
-
-
-def mask(key: bytes, data: bytes) -> bytes:
-    """RFC 6455 masking (or unmasking) of a whole frame payload with its 4-byte ``key``; frames over
-    :data:`SMALL_FRAME` go to Autobahn's native masker."""
-    n = len(data)
-    if n > SMALL_FRAME:
-        return _native_masker(key, n).process(data)
-    return _xor(key, data, n) if n else b""
+        self._ptr += len(data)
+        return _apply(data, key)
 
 
 def _plain(value, *args, **kwargs):
@@ -98,12 +98,9 @@ def install() -> None:
                                "is not the one wsfw was tuned for (requirements.txt pins it)")
     if getattr(protocol.create_xor_masker, "wsfw_tuned", False):
         return
-    native = protocol.create_xor_masker
 
     def create_xor_masker(key, length=None):
-        if length is not None and length <= SMALL_FRAME:
-            return SmallXorMasker(key)
-        return native(key, length)
+        return XorMasker(key)
 
     create_xor_masker.wsfw_tuned = True
     protocol.create_xor_masker = create_xor_masker
