@@ -1,5 +1,6 @@
-"""wsfw.relay.tuning: the small-frame XOR masker gives Autobahn's own bytes, chunk by chunk,
-and install() puts it (and the cheap log helpers) where Autobahn's protocol looks them up."""
+"""wsfw.relay.tuning: its XOR masker gives Autobahn's own bytes, chunk by chunk (with the C
+apply_mask of websockets and with the pure-Python fallback), and install() puts it (and the
+cheap log helpers) where Autobahn's protocol looks them up."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from wsfw.relay import tuning
 @settings(max_examples=300, deadline=None)
 @given(mask=st.binary(min_size=4, max_size=4), data=st.binary(max_size=3000),
        cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=5))
-def test_small_masker_matches_autobahns_in_any_chunking(mask, data, cuts):
+def test_masker_matches_autobahns_in_any_chunking(mask, data, cuts):
     from autobahn.nvx._xormasker import XorMaskerSimple
 
     reference = XorMaskerSimple(mask).process(data) if data else b""
-    masker = tuning.SmallXorMasker(mask)
+    masker = tuning.XorMasker(mask)
     pieces, start = [], 0
     for cut in sorted(c for c in cuts if c <= len(data)) + [len(data)]:
         pieces.append(masker.process(data[start:cut]))
@@ -25,6 +26,12 @@ def test_small_masker_matches_autobahns_in_any_chunking(mask, data, cuts):
     assert masker.pointer() == len(data)
     masker.reset()
     assert masker.pointer() == 0
+    assert tuning._xor(data, mask) == reference  # the fallback without websockets' C extension
+
+
+def test_the_c_masker_is_in_use():
+    """requirements.txt's websockets ships its speedups extension: the fallback would cost 5-10x."""
+    assert tuning._apply is tuning._apply_mask is not None
 
 
 def test_install_replaces_the_per_frame_costs_and_is_idempotent():
@@ -33,9 +40,8 @@ def test_install_replaces_the_per_frame_costs_and_is_idempotent():
 
     tuning.install()
     tuning.install()
-    assert isinstance(protocol.create_xor_masker(b"abcd", 64), tuning.SmallXorMasker)
-    assert not isinstance(protocol.create_xor_masker(b"abcd", tuning.SMALL_FRAME + 1), tuning.SmallXorMasker)
-    assert not isinstance(protocol.create_xor_masker(b"abcd", None), tuning.SmallXorMasker)  # length unknown
+    for length in (64, 70000, None):  # None: length unknown
+        assert isinstance(protocol.create_xor_masker(b"abcd", length), tuning.XorMasker)
     assert protocol.hltype is tuning._plain and twisted_websocket.hlval is tuning._plain
     assert protocol.hlval("x", color="red") == "x"
 
@@ -62,3 +68,36 @@ def test_at_rest_values_are_what_the_hop_options_set():
             assert len(checked) >= 12, checked  # server and client options both
             for name in checked:
                 assert getattr(factory, name) == AT_REST[name], (type(factory).__name__, name)
+
+
+_MASK_SIZES = (0, 1, 3, 4, 5, 125, 126, 2047, 2048, 2049, 70000)  # odd sizes, both sides of 16-bit lengths
+_MASK_KEYS = (b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"abcd", b"\x01\x00\x00\x80", b"\x80\x00\x00\x01",
+              bytes.fromhex("37fa213d"))
+
+
+def test_mask_matches_autobahns_native_masker():
+    """tuning.mask (and its pure-Python fallback) gives exactly the bytes of Autobahn's native masker, for sizes on both sides of every threshold and keys with
+    high and low bits set at each end; masking twice gives the data back."""
+    import random
+
+    from autobahn.websocket.xormasker import create_xor_masker
+
+    rng = random.Random(1)
+    for size in _MASK_SIZES:
+        data = rng.randbytes(size)
+        for key in _MASK_KEYS + (rng.randbytes(4),):
+            reference = create_xor_masker(key, len(data)).process(data)
+            masked = tuning.mask(key, data)
+            assert masked == reference, (size, key)
+            assert tuning._xor(data, key) == reference, (size, key)
+            assert type(masked) is bytes and len(masked) == size
+            assert tuning.mask(key, masked) == data, (size, key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(min_size=4, max_size=4),
+       data=st.one_of(st.binary(max_size=300), st.binary(min_size=2040, max_size=2060)))
+def test_mask_matches_autobahns_native_masker_any_key(key, data):
+    from autobahn.websocket.xormasker import create_xor_masker
+
+    assert tuning.mask(key, data) == create_xor_masker(key, len(data)).process(data)
