@@ -180,15 +180,9 @@ class Engine:
                     value = str(value)
             if not value:
                 continue
-            # A value's hits depend on the value alone, and short values repeat
-            # (event names, message types, enum fields, ids): remember them.
             hits = cache.get(value)
             if hits is None:
-                hits = self._scan_value(value)
-                if len(value) <= CACHE_VALUE_MAX:
-                    if len(cache) >= CACHE_ENTRIES:
-                        cache.clear()
-                    cache[value] = hits
+                hits = self._scan_new(value)
             for rule_id, cls, severity, excerpt in hits:
                 if skip and (rule_id in skip or cls in skip):
                     continue
@@ -196,6 +190,29 @@ class Engine:
                     found[rule_id] = Match(detector=cls, rule_id=rule_id, cls=cls, severity=severity,
                                            score=SCORES[severity], path=path, excerpt=excerpt)
         return self._result(found)
+
+    def clean(self, values: Iterable[str]) -> bool:
+        """Whether :meth:`scan` would find nothing in these values (strings), and no path
+        rule applies (the caller's promise): the pipeline's shortcut for plain messages."""
+        cache = self._cache
+        for value in values:
+            hits = cache.get(value)
+            if hits is None:
+                hits = self._scan_new(value)
+            if hits:
+                return False
+        return True
+
+    def _scan_new(self, value: str) -> tuple:
+        """:meth:`_scan_value`, remembered: a value's hits depend on the value alone, and short
+        values repeat (event names, message types, enum fields, ids)."""
+        hits = self._scan_value(value)
+        if len(value) <= CACHE_VALUE_MAX:
+            cache = self._cache
+            if len(cache) >= CACHE_ENTRIES:
+                cache.clear()
+            cache[value] = hits
+        return hits
 
     def clear_cache(self) -> None:
         """Forget remembered value results (benchmarks measure the uncached cost)."""

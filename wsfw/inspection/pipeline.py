@@ -16,9 +16,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wsfw import decoders
+from wsfw.decoders.flat import plain_values
 from wsfw.hook import FORWARD, MessageView, Verdict
 from wsfw.inspection import Finding
 from wsfw.inspection.audit import Audit
+from wsfw.inspection.detect import DetectInspector
+from wsfw.inspection.leaks import LeaksInspector
 from wsfw.interfaces import IMessageHook
 from wsfw.logs import logger
 from wsfw.policy.runtime import ALLOW, ConnState, Policy, exclusion_filter
@@ -94,6 +97,15 @@ class Pipeline:
         #: The part of ``policy`` that judges opening handshakes (Policy.for_handshake), or None.
         self.handshake_policy = policy.for_handshake() if policy is not None else None
         self._policy_state: dict[str, object] = {}
+        #: The detector's engine when it is the only judge of a direction's messages (no rules, and
+        #: no other inspector but ``leaks``, which reads upstream messages only): a message of a plain
+        #: shape is then checked value by value, without decoding it in full (wsfw.decoders.flat).
+        self._plain = None
+        self._plain_directions = frozenset()
+        kinds = [type(inspector) for inspector in inspectors]
+        if policy is None and kinds.count(DetectInspector) == 1 and set(kinds) <= {DetectInspector, LeaksInspector}:
+            self._plain = inspectors[kinds.index(DetectInspector)].engine
+            self._plain_directions = frozenset((CLIENT,) if LeaksInspector in kinds else (CLIENT, UPSTREAM))
         self._connections: dict[tuple[str, str], tuple[str, object]] = {}
         self._http_sessions: collections.OrderedDict[str, HttpSession] = collections.OrderedDict()
 
@@ -111,6 +123,10 @@ class Pipeline:
             known = self._connections[key] = (framing, decoders.ConnectionState())
         framing, state = known
         payload = view.payload
+        if direction in self._plain_directions and not view.is_binary:
+            values = plain_values(payload, framing, state, self.limits)
+            if values is not None and self._plain.clean(values):
+                return FORWARD
         decoded = decoders.decode_message(payload, view.is_binary, framing, self.limits, state)
         if view.is_binary and decoded.format in OPAQUE and not _is_utf8(payload):
             return FORWARD
