@@ -101,3 +101,38 @@ def test_mask_matches_autobahns_native_masker_any_key(key, data):
     from autobahn.websocket.xormasker import create_xor_masker
 
     assert tuning.mask(key, data) == create_xor_masker(key, len(data)).process(data)
+
+
+def test_precise_timer_fires_on_time_and_cancels_harmlessly():
+    """wsfw.relay.timers: Autobahn's timeouts fire after exactly their delay (txaio's batched timer
+    rounds the due time down to a whole second), and cancelling one that ran does nothing."""
+    from twisted.internet.task import Clock
+
+    from wsfw.relay.timers import PreciseTimer
+
+    clock = Clock()
+    clock.advance(1000.75)  # a due time of 1001.75 that whole-second rounding would make 1001
+    fired = []
+    timer = PreciseTimer(clock)
+    done = timer.call_later(1.0, fired.append, "close")
+    cancelled = timer.call_later(0.5, fired.append, "never")
+    cancelled.cancel()
+    cancelled.cancel()
+    clock.advance(0.999)
+    assert fired == []
+    clock.advance(0.001)
+    assert fired == ["close"]
+    done.cancel()  # already ran: no AlreadyCalled
+
+
+def test_hop_factories_use_the_precise_timer():
+    from twisted.internet import reactor
+
+    from wsfw import config_ini
+    from wsfw.relay.frontend import FrontendFactory
+    from wsfw.relay.timers import PreciseTimer
+
+    config = config_ini.load("t.ini", "[listen:a]\nendpoint = tcp:1\n[route:r]\nupstream = ws://127.0.0.1:1\n")
+    factory = FrontendFactory(config, config.routes[0], hook=None, reactor=reactor)
+    assert isinstance(factory._batched_timer, PreciseTimer)
+    assert isinstance(factory.backend._batched_timer, PreciseTimer)

@@ -12,6 +12,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from wsfw.relay import UPSTREAM
 from wsfw.relay.hop import HopMixin
 from wsfw.relay.options import client_options
+from wsfw.relay.timers import PreciseTimer
 
 
 class BackendProtocol(HopMixin, WebSocketClientProtocol):
@@ -66,9 +67,10 @@ class BackendFactory(WebSocketClientFactory):
     protocol = BackendProtocol
     noisy = False
 
-    def __init__(self, config, route):
+    def __init__(self, config, route, reactor):
         super().__init__(url=route.upstream_url.split("?")[0], useragent="")
         self.setProtocolOptions(**client_options(config))
+        self._batched_timer = PreciseTimer(reactor)
         self.wsfw_limits = config.limits
 
     def for_connection(self, relay, frontend, connecting_request) -> "DialFactory":

@@ -25,6 +25,7 @@ from wsfw.relay.backend import BackendFactory
 from wsfw.relay.hop import HopMixin
 from wsfw.relay.machine import Relay
 from wsfw.relay.options import server_options
+from wsfw.relay.timers import PreciseTimer
 from wsfw.relay.tracker import NO_OBSERVER
 
 log = logger("wsfw.frontend")
@@ -210,6 +211,7 @@ class FrontendFactory(WebSocketServerFactory):
     def __init__(self, config, route, hook, reactor, tracker=None):
         super().__init__(server="wsfw", externalPort=None)
         self.setProtocolOptions(**server_options(config))
+        self._batched_timer = PreciseTimer(reactor)
         self.config = config
         self.route = route
         self.hook = hook
@@ -218,7 +220,7 @@ class FrontendFactory(WebSocketServerFactory):
         self.tracker = tracker
         self.observer = tracker.observer if tracker is not None else NO_OBSERVER
         self.wsfw_limits = config.limits
-        self.backend = BackendFactory(config, route)
+        self.backend = BackendFactory(config, route, reactor)
         tls = endpoints.client_tls_options(route.ws, route.tls) if route.ws.secure else None
         self.endpoint = endpoints.client_endpoint(reactor, route.ws, route.tls, config.timeouts.connect, tls)
 

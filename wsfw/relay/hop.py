@@ -185,6 +185,10 @@ class HopMixin:
         return super().processData()
 
     def _fail_connection(self, code=1001, reason="going away"):
+        if self._held_failure is not None:
+            # Already failing, held: Autobahn fails an invalid text frame a second time at its
+            # end ("ended within Unicode code point"); that must not release the first early.
+            return
         relay = self.relay
         if (relay is not None and relay.started and self.state == WebSocketProtocol.STATE_OPEN
                 and self._held_failure is None and not self._halted):
