@@ -288,7 +288,10 @@ class StreamTests(FramesTestBase):
         self.assertMessages(got, expected)
         self.assertMessages(self.app.ws.received, expected)
         yield self.assertNothingMore(proto)
-        self.assertGreater(self.paths["fast"]["client"], 0, "the fast path took simple frames")
+        # Most messages are simple frames, and the fast path takes them back after every frame only
+        # Autobahn takes and across reads that end inside a frame (about 6 to 1 in these streams).
+        self.assertGreater(self.paths["fast"]["client"], 2 * self.paths["autobahn"]["client"],
+                           "the fast path took the simple frames")
         self.assertGreater(self.paths["autobahn"]["client"], 0, "Autobahn took fragments and 64-bit lengths")
         self.assertGreater(self.paths["fast"]["upstream"], 0)
 

@@ -16,14 +16,20 @@ case (FIN set, RSV clear, opcode 1 or 2, masked as the hop's peer must mask,
 minimally encoded length under 64 KiB, within the hop's frame and message
 caps, and, for text, valid UTF-8 as a whole) and hands each straight to the
 hop's ``onMessage``. Anything else (a control frame, a fragment, a
-compressed, oversized, malformed or incomplete frame, a state other than
-open) stops the fast path *before that frame*: the rest of the data goes to
-Autobahn's own parser, which applies every check and failure exactly as
-before. Both paths produce the same messages, in order; only frames that are
-valid under every rule Autobahn applies are ever taken here, so nothing that
-Autobahn would refuse is relayed, and a broken frame gets Autobahn's close
-code and its early failure (an incomplete text frame is validated
-incrementally by Autobahn, so invalid UTF-8 still fails fast).
+compressed, oversized or malformed frame, a state other than open) stops the
+fast path *before that frame*: the rest of the data goes to Autobahn's own
+parser, which applies every check and failure exactly as before. Both paths
+produce the same messages, in order; only frames that are valid under every
+rule Autobahn applies are ever taken here, so nothing that Autobahn would
+refuse is relayed, and a broken frame gets Autobahn's close code.
+
+A simple frame cut by the end of a read is kept (the hop's buffer, as Autobahn
+keeps it) and parsed when the rest has arrived: handing it to Autobahn would
+leave Autobahn parsing every later read until one happened to end on a frame
+boundary. What has arrived of a text frame is checked to be valid UTF-8 so
+far on every read, so an invalid byte still fails the connection at once, as
+Autobahn's incremental validation does (the Autobahn Testsuite's "fail fast"
+cases).
 
 :func:`write_message` frames one message for the hop's peer (masked with a
 fresh key towards an upstream, as Autobahn's ``sendFrame`` does) and writes it
@@ -37,6 +43,7 @@ counters, which wsfw does not read (its own counters are in the relay).
 from __future__ import annotations
 
 import random
+from codecs import utf_8_decode
 
 from autobahn.websocket.protocol import WebSocketProtocol
 
@@ -64,9 +71,10 @@ def can_read_fast(hop) -> bool:
             and hop._perMessageCompress is None and not hop.failedByMe)
 
 
-def read_frames(hop, data: bytes, cap: int) -> bytes:
-    """Deliver the leading simple frames of ``data`` to ``hop.onMessage``; return the rest
-    (from the first frame the fast path does not take) for Autobahn's parser."""
+def read_frames(hop, data: bytes, cap: int) -> tuple[bytes, bool]:
+    """Deliver the leading simple frames of ``data`` to ``hop.onMessage``; return the rest, and
+    whether it is a simple frame still arriving (keep it, and read again) rather than data for
+    Autobahn's parser (from the first frame the fast path does not take)."""
     end = len(data)
     pos = 0
     masked = 0x80 if hop.factory.isServer else 0  # client frames carry a mask; server frames must not
@@ -88,17 +96,13 @@ def read_frames(hop, data: bytes, cap: int) -> bytes:
             head += 2
         if size > cap:
             break
-        if masked:
-            start = head + 4
-            stop = start + size
-            if stop > end:
-                break
-            payload = mask(data[head:start], data[start:stop])
-        else:
-            stop = head + size
-            if stop > end:
-                break
-            payload = data[head:stop]
+        start = head + 4 if masked else head
+        stop = start + size
+        if stop > end:
+            if start <= end and (first == _BINARY or _valid_so_far(data[start:], data[head:start] if masked else None)):
+                return data[pos:], True  # a simple frame still arriving: wait for the rest
+            break
+        payload = mask(data[head:start], data[start:stop]) if masked else data[start:stop]
         if first == _TEXT:
             try:
                 payload.decode("utf-8")
@@ -110,7 +114,18 @@ def read_frames(hop, data: bytes, cap: int) -> bytes:
         hop.onMessage(payload, first == _BINARY)
         if not can_read_fast(hop):  # the message closed or failed the connection: Autobahn goes on
             break
-    return data[pos:] if pos else data
+    return (data[pos:] if pos else data), False
+
+
+def _valid_so_far(part: bytes, key: bytes | None) -> bool:
+    """Whether the received start of a text frame's payload is valid UTF-8 so far (a code point
+    may be cut at its end). An invalid one goes to Autobahn at once, which fails it before the
+    rest arrives, as it would have without the fast path."""
+    try:
+        utf_8_decode(mask(key, part) if key is not None else part, "strict", False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def can_write_fast(hop, size: int) -> bool:

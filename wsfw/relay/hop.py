@@ -168,20 +168,32 @@ class HopMixin:
         if not frames.can_read_fast(self):
             super()._dataReceived(data)
             return
-        if self.data:
-            data = self.data + data
+        self.data = self.data + data if self.data else data
+        if self._read_fast():
+            self.consumeData()
+
+    def _read_fast(self) -> bool:
+        """The fast path over the buffer; whether Autobahn has to go on with what it left."""
         cap = self._fast_cap
         if cap is None:
             cap = self._fast_cap = frames.frame_cap(self)
-        self.data = rest = frames.read_frames(self, data, cap)
-        if rest:
-            self.consumeData()
+        self.data, waiting = frames.read_frames(self, self.data, cap)
+        return bool(self.data) and not waiting
 
     def processData(self):
         if self._halted:
             if not self._held_reply and self._held_failure is None:
                 self.data = b""  # closing: whatever the peer still sends is discarded
             return False
+        if self.current_frame is None and self.data and frames.can_read_fast(self):
+            # Between frames inside Autobahn's own loop (after a frame only it takes): simple
+            # frames go back to the fast path, instead of Autobahn keeping every later read
+            # until one happens to end on a frame boundary.
+            before = len(self.data)
+            if not self._read_fast():
+                return False
+            if len(self.data) != before:
+                return True  # Autobahn's loop calls again for what is left
         return super().processData()
 
     def _fail_connection(self, code=1001, reason="going away"):
