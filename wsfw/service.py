@@ -14,7 +14,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
-from wsfw import endpoints, logs
+from wsfw import endpoints, logs, loop
 from wsfw.config import Config
 from wsfw.guard import Guard
 from wsfw.inspection.audit import Audit
@@ -250,6 +250,7 @@ def build(config: Config, reactor, hook=None, *, listen: dict | None = None,
     inherited), and ``admin_endpoint``, its private admin socket, which only
     the supervisor reads. Without them every endpoint string is bound as given.
     """
+    loop.install(reactor)  # every socket event costs less (wsfw/loop.py)
     top = WsfwService(config)
     log_service = LogService(config)
     log_service.setServiceParent(top)
