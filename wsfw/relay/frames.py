@@ -32,9 +32,10 @@ Autobahn's incremental validation does (the Autobahn Testsuite's "fail fast"
 cases).
 
 :func:`write_message` frames one message for the hop's peer (masked with a
-fresh key towards an upstream, as Autobahn's ``sendFrame`` does) and writes it
-in one call, when nothing makes Autobahn's path necessary (compression, auto
-fragmentation, a queued write, a message over the send cap).
+fresh key towards an upstream, as Autobahn's ``sendFrame`` does) when nothing
+makes Autobahn's path necessary (compression, auto fragmentation, a queued
+write, a message over the send cap); the frames one read produces are written
+together when the read is done (:func:`batch`, below).
 
 What is not kept up to date for fast-path frames: Autobahn's ``trafficStats``
 counters, which wsfw does not read (its own counters are in the relay).
@@ -46,6 +47,7 @@ import random
 from codecs import utf_8_decode
 
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet import tcp
 
 from wsfw.relay.tuning import mask
 
@@ -134,7 +136,8 @@ def can_write_fast(hop, size: int) -> bool:
 
 
 def write_message(hop, payload: bytes, is_binary: bool) -> None:
-    """One unfragmented, uncompressed frame for ``payload``, written at once."""
+    """One unfragmented, uncompressed frame for ``payload``: into the current read's batch
+    (:func:`batch`), else written at once."""
     size = len(payload)
     first = _BINARY if is_binary else _TEXT
     if hop.factory.isServer:
@@ -142,11 +145,81 @@ def write_message(hop, payload: bytes, is_binary: bool) -> None:
             header = bytes((first, size))
         else:
             header = bytes((first, _EXTENDED16, size >> 8, size & 0xFF))
-        hop.transport.write(header + payload)
-        return
-    key = _getrandbits(32).to_bytes(4, "big")
-    if size < _EXTENDED16:
-        header = bytes((first, 0x80 | size))
+        frame = header + payload
     else:
-        header = bytes((first, 0x80 | _EXTENDED16, size >> 8, size & 0xFF))
-    hop.transport.write(header + key + mask(key, payload))
+        key = _getrandbits(32).to_bytes(4, "big")
+        if size < _EXTENDED16:
+            header = bytes((first, 0x80 | size))
+        else:
+            header = bytes((first, 0x80 | _EXTENDED16, size >> 8, size & 0xFF))
+        frame = header + key + mask(key, payload)
+    transport = hop.transport
+    if _batch is not None and type(transport) in _DIRECT and not transport.TLS:
+        pending = _batch.get(transport)
+        if pending is None:
+            _batch[transport] = [frame]
+        else:
+            pending.append(frame)
+    else:
+        transport.write(frame)
+
+
+# -- writing a read's frames in one system call --------------------------------------------
+#
+# Twisted's transport.write() buffers and registers the socket for writability (epoll_ctl);
+# the reactor's next iteration sends and unregisters it (epoll_ctl again). When messages
+# arrive one per read (a few thousand per second over many connections), that is two
+# reactor wake-ups and two epoll_ctl calls per relayed message on top of the send itself.
+# Instead, the frames the fast path produces while one read is processed are collected per
+# transport and, when the read is done, sent straight to the socket when its Twisted buffer
+# is empty (anything the kernel does not take goes to transport.write(), so buffering,
+# backpressure and errors stay Twisted's). Collecting per read keeps what Twisted's buffer
+# gave: one send for all the messages of a read. Any other write to or close of a
+# transport with collected frames (Autobahn's sendData and _closeConnection) flushes them
+# first (HopMixin), so nothing is reordered.
+
+#: Transports whose socket a batch may write to directly (plain TCP; TLS and wrappers go
+#: through transport.write()).
+_DIRECT = frozenset((tcp.Server, tcp.Client))
+_batch: dict | None = None
+
+
+def batch() -> bool:
+    """Start collecting (returns False when a batch is already open: the caller does not end it)."""
+    global _batch
+    if _batch is not None:
+        return False
+    _batch = {}
+    return True
+
+
+def end_batch() -> None:
+    """Write every transport's collected frames and stop collecting."""
+    global _batch
+    pending, _batch = _batch, None
+    for transport, frames in pending.items():
+        _send(transport, frames[0] if len(frames) == 1 else b"".join(frames))
+
+
+def flush(transport) -> None:
+    """Write what the open batch holds for ``transport`` now (before another write or a close)."""
+    if _batch:
+        frames = _batch.pop(transport, None)
+        if frames is not None:
+            _send(transport, b"".join(frames))
+
+
+def _send(transport, data: bytes) -> None:
+    if not transport.connected or transport.disconnecting or transport._tempDataLen or \
+            len(transport.dataBuffer) > transport.offset:
+        transport.write(data)  # queued behind earlier data, or going away: Twisted's path
+        return
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.write(data)  # Twisted meets the same error on its own path and reports it
+        return
+    if sent < len(data):
+        transport.write(data[sent:] if sent else data)

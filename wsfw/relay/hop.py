@@ -164,13 +164,27 @@ class HopMixin:
     # -- Autobahn hooks -----------------------------------------------------
 
     def _dataReceived(self, data: bytes) -> None:
-        """Simple frames take the fast path of :mod:`wsfw.relay.frames`; Autobahn parses the rest."""
-        if not frames.can_read_fast(self):
-            super()._dataReceived(data)
-            return
-        self.data = self.data + data if self.data else data
-        if self._read_fast():
-            self.consumeData()
+        """Simple frames take the fast path of :mod:`wsfw.relay.frames`; Autobahn parses the rest.
+        What the read makes the other hop send goes out in one write when it is done."""
+        opened = frames.batch()
+        try:
+            if not frames.can_read_fast(self):
+                super()._dataReceived(data)
+            else:
+                self.data = self.data + data if self.data else data
+                if self._read_fast():
+                    self.consumeData()
+        finally:
+            if opened:
+                frames.end_batch()
+
+    def sendData(self, data, sync=False, chopsize=None):
+        frames.flush(self.transport)  # frames of the open batch first: nothing overtakes them
+        super().sendData(data, sync, chopsize)
+
+    def _closeConnection(self, abort=False):
+        frames.flush(self.transport)
+        super()._closeConnection(abort)
 
     def _read_fast(self) -> bool:
         """The fast path over the buffer; whether Autobahn has to go on with what it left."""
