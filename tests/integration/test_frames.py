@@ -237,6 +237,19 @@ class FramesTestBase(unittest.TestCase):
         self.assertTrue(got == expected, first_difference(got, expected))
 
     @defer.inlineCallbacks
+    def upstream_fails(self, proto, valid, bad: bytes, upstream_code: int):
+        """The upstream writes ``valid`` messages (unmasked frames) then ``bad``, in one write: the
+        valid ones reach the client, then the client gets 1011 and the upstream ``upstream_code``,
+        and nothing from ``bad`` on is relayed."""
+        upstream_closed = self.app.ws.next_close()
+        raw = b"".join(frame(p, BINARY if b else TEXT, masked=False) for p, b in valid) + bad
+        self.app.ws.opened[-1].transport.write(raw)
+        self.assertMessages((yield self.receive(proto, len(valid))), valid)
+        self.assertEqual((yield self.close_code(proto)), 1011)
+        self.assertEqual(proto.factory.messages.pending, [])
+        self.assertEqual((yield upstream_closed)[1], upstream_code)
+
+    @defer.inlineCallbacks
     def assertNothingMore(self, proto):
         """Nothing but what was expected arrived: the next message is a fresh marker."""
         proto.sendMessage(b"marker")
@@ -547,14 +560,7 @@ class CapsTests(FramesTestBase):
         proto = yield self.client()
         proto.sendMessage(b"hello")
         yield support.next_message(proto)
-        upstream = self.app.ws.opened[-1]
-        upstream_closed = self.app.ws.next_close()
-        upstream.transport.write(frame(b"u" * 1000, BINARY, masked=False) + frame(b"v" * 1001, BINARY, masked=False))
-        self.assertEqual((yield support.next_message(proto)), (b"u" * 1000, True))
-        code = yield self.close_code(proto)
-        self.assertEqual(code, 1011)
-        self.assertEqual(proto.factory.messages.pending, [])
-        self.assertEqual((yield upstream_closed)[1], 1009)
+        yield self.upstream_fails(proto, [(b"u" * 1000, True)], frame(b"v" * 1001, BINARY, masked=False), 1009)
 
 
 class UpstreamDirectionTests(FramesTestBase):
@@ -603,16 +609,8 @@ class UpstreamDirectionTests(FramesTestBase):
         proto = yield self.client()
         proto.sendMessage(b"hello")
         yield support.next_message(proto)
-        upstream_closed = self.app.ws.next_close()
         valid = [(b"u1", False), (b"\x02" * 300, True)]
-        raw = (b"".join(frame(p, BINARY if b else TEXT, masked=False) for p, b in valid)
-               + frame(b"masked", masked=True) + frame(b"after", masked=False))
-        self.app.ws.opened[-1].transport.write(raw)
-        self.assertMessages((yield self.receive(proto, 2)), valid)
-        code = yield self.close_code(proto)
-        self.assertEqual(code, 1011)
-        self.assertEqual(proto.factory.messages.pending, [])
-        self.assertEqual((yield upstream_closed)[1], 1002)
+        yield self.upstream_fails(proto, valid, frame(b"masked", masked=True) + frame(b"after", masked=False), 1002)
 
 
 class ClosingTests(FramesTestBase):
