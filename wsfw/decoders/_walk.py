@@ -219,10 +219,14 @@ def is_plain_key(k):
 _SCALAR_TEXT = {True: "true", False: "false", None: "null"}
 
 
-def flat_params(prefix, obj, limits):
+def flat_params(prefix, obj, limits, values=False):
     """The params ``walk`` would emit for a flat object of scalars with plain keys (most chat
     messages: ``{"type": "chat", "text": "..."}``), built without the bounded collector, or
-    None when ``obj`` is anything else or a bound could be reached (then walk it)."""
+    None when ``obj`` is anything else or a bound could be reached (then walk it).
+
+    ``values``: only the values a detector scans (longer than one character), for the plain-
+    message shortcut (wsfw.decoders.flat); then also None for a key the detector's path rules
+    read (``__proto__``, ``prototype``; a plain key has no ``$``)."""
     if type(obj) is not dict or limits.max_depth < 1 or len(obj) > limits.max_params or len(obj) > 64:
         return None
     params = []
@@ -248,7 +252,12 @@ def flat_params(prefix, obj, limits):
         budget -= len(v)
         if budget < 0:
             return None
-        params.append((prefix + suffix, v))
+        if not values:
+            params.append((prefix + suffix, v))
+        elif "__proto__" in k or "prototype" in k:
+            return None
+        elif len(v) > 1:
+            params.append(v)
     return params
 
 

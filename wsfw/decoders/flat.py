@@ -68,16 +68,7 @@ def _text_values(text: str, limits) -> list[str] | None:
 
 
 def _object_values(obj, limits) -> list[str] | None:
-    params = flat_params("json", obj, limits)
-    if params is None:
-        return None
-    values = []
-    for path, value in params:
-        if "$" in path or "__proto__" in path or "prototype" in path:  # what makes the path rules look
-            return None
-        if len(value) > 1:
-            values.append(value)
-    return values
+    return flat_params("json", obj, limits, values=True)
 
 
 def _event_values(text: str, state, limits) -> list[str] | None:
