@@ -299,7 +299,7 @@ def _sniff(payload, is_binary, limits, state):
                     return decoder.decode(payload, True, limits, state)
         return _raw(payload, True)
     text, error = _utf8(payload)
-    if _SOCKETIO_SNIFF.match(text):
+    if text[:1] == "4" and _SOCKETIO_SNIFF.match(text):  # packets start with 4: most text skips the regex
         decoded = _SIO.decode(payload, is_binary, limits, None)
         if decoded.error is None:
             return decoded

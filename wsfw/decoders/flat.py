@@ -38,7 +38,7 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
         # (statelessly: such a connection has no Socket.IO framing to keep state for).
         if state is None or state.framing != GENERIC:
             return None
-        if _SOCKETIO_SNIFF.match(text):
+        if text[:1] == "4" and _SOCKETIO_SNIFF.match(text):
             return _event_values(text, None, limits)
         first = text[:1]
         if first in _JSON_START or first in _WS_CHARS:
