@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from wsfw import decoders
 from wsfw.decoders.flat import plain_values
+from wsfw.decoders.signalr import RS
 from wsfw.detect import Engine
 from wsfw.hook import FORWARD, MessageView
 from wsfw.inspection.audit import Audit
@@ -57,6 +58,17 @@ def wrappings(text: str) -> list[str]:
         "42" + json.dumps(["ev", 7, text]), "42/admin," + json.dumps(["ev", text]),
         "421" + json.dumps(["ev", text]), "451-" + json.dumps(["ev", {"_placeholder": True, "num": 0}]),
         "42" + json.dumps(["ev"] + [text] * 40), "40", "2", "3probe",
+        json.dumps({"type": 1, "target": "Send", "arguments": [text]}, ensure_ascii=False) + RS,
+        json.dumps({"type": 1, "invocationId": "7", "target": "Send", "arguments": ["x", text, ""]}) + RS,
+        json.dumps({"type": 1, "target": text, "arguments": []}) + RS,
+        json.dumps({"type": 1, "target": "Send", "arguments": [text, 3]}) + RS,
+        json.dumps({"type": 1, "target": "Send", "arguments": [{"text": text}]}) + RS,
+        json.dumps({"type": 1, "target": "Send", "prototype": [text]}) + RS,
+        json.dumps({"type": 4, "target": "Stream", "arguments": [text]}) + RS,
+        json.dumps({"type": True, "target": "Send", "arguments": [text]}) + RS,
+        json.dumps({"type": 1, "target": "Send", "arguments": [text]}) + RS + json.dumps({"type": 6}) + RS,
+        json.dumps({"type": 1, "target": "Send", "arguments": [text]}),
+        json.dumps({"protocol": "json", "version": 1}) + RS,
     ]
 
 
@@ -66,11 +78,12 @@ PAYLOADS = [w for text in TEXTS for w in wrappings(text)]
 def settled_state(framing: str):
     """A connection's decoder state after a first message (which may settle the framing)."""
     state = decoders.ConnectionState()
-    decoders.decode_message(b"hello", False, framing, decoders.Limits(), state)
+    first = HANDSHAKE if framing == "signalr" else b"hello"
+    decoders.decode_message(first, False, framing, decoders.Limits(), state)
     return state
 
 
-@pytest.mark.parametrize("framing", ["auto", "json", "text", "socketio"])
+@pytest.mark.parametrize("framing", ["auto", "json", "text", "socketio", "signalr"])
 def test_values_are_what_full_decoding_gives_the_detector(framing):
     limits = decoders.Limits()
     answered = 0
@@ -130,19 +143,22 @@ class Recorded(Audit):
         self.lines.append({k: v for k, v in fields.items() if k != "conn"})
 
 
-def pipeline(mode="block", *, leaks=False, inspect_upstream=False, extra=None):
+def pipeline(mode="block", *, leaks=False, inspect_upstream=False, extra=None, framing="auto"):
     inspectors = [DetectInspector(ENGINE, 5)] + ([LeaksInspector()] if leaks else []) + ([extra] if extra else [])
-    return Pipeline(route="r", mode=mode, framing="auto", inspect_upstream=inspect_upstream, inspectors=inspectors,
+    return Pipeline(route="r", mode=mode, framing=framing, inspect_upstream=inspect_upstream, inspectors=inspectors,
                     limits=decoders.Limits(), on_decode_error="raw", on_decode_limit="log", on_error="close",
                     audit=Recorded())
 
 
-def verdicts(pl, direction="client"):
-    """Each payload's verdict and audit lines, on a connection that has seen one message."""
+HANDSHAKE = b'{"protocol":"json","version":1}\x1e'  # a SignalR connection's first message
+
+
+def verdicts(pl, direction="client", first=b"hello"):
+    """Each payload's verdict and audit lines, on a connection that has seen ``first``."""
     out = []
     for n, text in enumerate(PAYLOADS):
         view = MessageView(f"c{n}", "r", "1.2.3.4:5", direction, 2, text.encode(), False, None, "/")
-        pl.inspect_message(view._replace(payload=b"hello", index=1))
+        pl.inspect_message(view._replace(payload=first, index=1))
         del pl.audit.lines[:]
         verdict = pl.inspect_message(view)
         out.append((text, verdict.action, verdict.reason, verdict.rule, list(pl.audit.lines)))
@@ -150,14 +166,16 @@ def verdicts(pl, direction="client"):
     return out
 
 
+@pytest.mark.parametrize("framing,first", [("auto", b"hello"), ("auto", HANDSHAKE), ("signalr", HANDSHAKE)],
+                         ids=["auto", "auto-settled-on-signalr", "signalr"])
 @pytest.mark.parametrize("mode", ["block", "detect"])
 @pytest.mark.parametrize("leaks,direction", [(False, "client"), (True, "client"), (True, "upstream")])
-def test_pipeline_verdicts_equal_full_decoding(mode, leaks, direction):
-    shortcut = pipeline(mode, leaks=leaks, inspect_upstream=True)
-    full = pipeline(mode, leaks=leaks, inspect_upstream=True)
+def test_pipeline_verdicts_equal_full_decoding(mode, leaks, direction, framing, first):
+    shortcut = pipeline(mode, leaks=leaks, inspect_upstream=True, framing=framing)
+    full = pipeline(mode, leaks=leaks, inspect_upstream=True, framing=framing)
     full._plain_directions = frozenset()
     assert shortcut._plain_directions == ({"client"} if leaks else {"client", "upstream"})
-    got, expected = verdicts(shortcut, direction), verdicts(full, direction)
+    got, expected = verdicts(shortcut, direction, first), verdicts(full, direction, first)
     assert got == expected
     assert sum(bool(lines) for *_, lines in expected) >= 100  # the set does hold attacks, in every wrapping
 
@@ -179,3 +197,15 @@ def test_no_shortcut_past_other_judges():
         assert pl.inspect_message(MessageView("c", "r", "p", "client", n, b'{"text": "hi there"}', False, None,
                                               "/")) is FORWARD
     assert Counter.seen == 5
+
+
+def test_auto_connection_settled_on_signalr():
+    """A route with framing auto whose connection the SignalR handshake claimed: its invocations
+    take the shortcut, as on a signalr route; before the handshake nothing does."""
+    limits = decoders.Limits()
+    state = decoders.ConnectionState()
+    message = json.dumps({"type": 1, "target": "Send", "arguments": ["hi there", "x"]}).encode() + RS.encode()
+    assert plain_values(message, "auto", state, limits) is None
+    decoders.decode_message(HANDSHAKE, False, "auto", limits, state)
+    assert state.framing == "signalr"
+    assert plain_values(message, "auto", state, limits) == ["Invocation", "Send", "hi there"]

@@ -1,8 +1,10 @@
 """The values of a message of the commonest shapes, for a detector that needs values only.
 
-Almost every chat message is one of three shapes: a line of text, a flat JSON
-object of scalars (``{"type": "chat", "user": "u17", "text": "..."}``) or a
-Socket.IO event with string arguments (``42["chat message", "..."]``). For a
+Almost every chat message is one of a few shapes: a line of text, a flat JSON
+object of scalars (``{"type": "chat", "user": "u17", "text": "..."}``), a
+Socket.IO event with string arguments (``42["chat message", "..."]``) or a
+SignalR invocation with string arguments (``{"type":1,"target":"Send",
+"arguments":["..."]}`` and its 0x1e). For a
 route whose only inspector is the built-in detector and that has no rules, the
 parameter paths, the ``Decoded`` value and the framework operations are needed
 only when something matched; the pipeline asks :func:`plain_values` for the
@@ -20,7 +22,8 @@ not yet settled on the connection. ``None`` only means "decode it".
 from __future__ import annotations
 
 from . import _SOCKETIO_SNIFF, GENERIC
-from ._walk import _JSON_START, _WS_CHARS, flat_params, json_root, may_nest, parse_json
+from ._walk import _JSON_START, _WS_CHARS, flat_params, is_plain_key, json_root, may_nest, parse_json
+from .signalr import RS, TYPES
 
 #: Socket.IO EVENT arguments taken here; longer events are decoded in full (paths differ past 32).
 MAX_ARGS = 32
@@ -33,11 +36,13 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
     except UnicodeDecodeError:
         return None
     if framing == "auto":
-        # Only once the connection has shown no framework (the first message is decoded in full,
-        # as it may claim one). A message that looks like a Socket.IO packet is decoded as one
-        # (statelessly: such a connection has no Socket.IO framing to keep state for).
-        if state is None or state.framing != GENERIC:
+        # Only once the first message (decoded in full) has settled the connection: on a
+        # framework it claimed, as that framework's messages; otherwise, a message that looks
+        # like a Socket.IO packet is decoded as one (statelessly, as full decoding does).
+        if state is None or state.framing is None:
             return None
+        if state.framing != GENERIC:
+            return _invocation_values(text, state, limits) if state.framing == "signalr" else None
         if text[:1] == "4" and _SOCKETIO_SNIFF.match(text):
             return _event_values(text, None, limits)
         first = text[:1]
@@ -56,6 +61,8 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
         return _object_values(obj, limits)
     if framing == "socketio":
         return _event_values(text, state, limits)
+    if framing == "signalr":
+        return _invocation_values(text, state, limits)
     return None
 
 
@@ -90,3 +97,35 @@ def _event_values(text: str, state, limits) -> list[str] | None:
         if len(value) > 1:
             values.append(value)
     return values if budget >= 0 else None
+
+
+def _invocation_values(text: str, state, limits) -> list[str] | None:
+    """One SignalR JSON record, an Invocation (type 1) whose other members are strings or arrays
+    of strings under plain keys: ``{"type": 1, "target": "Send", "arguments": ["..."]}``."""
+    st = state.extra.get("signalr") if state is not None else None
+    if (state is not None and (st is None or st.discard or st.text.size)) or limits.max_depth < 2 \
+            or text.find(RS) != len(text) - 1:
+        return None  # state to keep (or none yet), more than one record, or none complete
+    try:
+        obj = parse_json(text[:-1], limits.max_depth, 4 * limits.max_params + 64)
+    except ValueError:
+        return None
+    if type(obj) is not dict or type(obj.get("type")) is not int or obj["type"] != 1:
+        return None
+    values = [TYPES[1]]
+    count, size = 1, len(TYPES[1])  # the params full decoding emits, and their characters
+    for key, value in obj.items():
+        if key == "type":
+            continue
+        if not is_plain_key(key) or "__proto__" in key or "prototype" in key:
+            return None
+        for item in (value if type(value) is list else (value,)):
+            if type(item) is not str or (len(item) > 2 and may_nest(item)):
+                return None
+            count += 1
+            size += len(item)
+            if len(item) > 1:
+                values.append(item)
+    if count > limits.max_params or size > limits.max_expanded_bytes:
+        return None
+    return values
