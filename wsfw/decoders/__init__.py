@@ -271,6 +271,12 @@ def select(framing: str, path: str, query: str, subprotocol: str | None) -> str:
 _SOCKETIO_SNIFF = re.compile(r"4[0-6](?:\d{1,6}-)?(?:/[^,\[{]{0,200},)?\d{0,12}[\[{]")
 
 
+def looks_like_socketio(text: str) -> bool:
+    """Whether ``text`` starts like a Socket.IO packet (the first character first: most text is
+    told apart without the regex)."""
+    return text[:1] == "4" and _SOCKETIO_SNIFF.match(text) is not None
+
+
 def _claim(state, decoder):
     if state is not None:
         state.framing = decoder.name
@@ -299,7 +305,7 @@ def _sniff(payload, is_binary, limits, state):
                     return decoder.decode(payload, True, limits, state)
         return _raw(payload, True)
     text, error = _utf8(payload)
-    if text[:1] == "4" and _SOCKETIO_SNIFF.match(text):  # packets start with 4: most text skips the regex
+    if looks_like_socketio(text):
         decoded = _SIO.decode(payload, is_binary, limits, None)
         if decoded.error is None:
             return decoded

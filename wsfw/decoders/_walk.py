@@ -226,7 +226,7 @@ def flat_params(prefix, obj, limits, values=False):
 
     ``values``: only the values a detector scans (longer than one character), for the plain-
     message shortcut (wsfw.decoders.flat); then also None for a key the detector's path rules
-    read (``__proto__``, ``prototype``; a plain key has no ``$``)."""
+    read (:func:`path_rule_key`)."""
     if type(obj) is not dict or limits.max_depth < 1 or len(obj) > limits.max_params or len(obj) > 64:
         return None
     params = []
@@ -254,11 +254,18 @@ def flat_params(prefix, obj, limits, values=False):
             return None
         if not values:
             params.append((prefix + suffix, v))
-        elif "__proto__" in k or "prototype" in k:
+        elif path_rule_key(k):
             return None
         elif len(v) > 1:
             params.append(v)
     return params
+
+
+def path_rule_key(k):
+    """Whether a parameter path with key ``k`` passes the gate of the detector's path rules
+    (prototype pollution and NoSQL operator keys: ``$``, ``__proto__``, ``prototype``; see
+    wsfw.detect.Engine.scan), so only full decoding and the detector may judge it."""
+    return "$" in k or "__proto__" in k or "prototype" in k
 
 
 #: key -> ".key" for plain keys, "" for the others: keys repeat from message to message.

@@ -21,8 +21,8 @@ not yet settled on the connection. ``None`` only means "decode it".
 
 from __future__ import annotations
 
-from . import _SOCKETIO_SNIFF, GENERIC
-from ._walk import _JSON_START, _WS_CHARS, flat_params, is_plain_key, json_root, may_nest, parse_json
+from . import GENERIC, looks_like_socketio
+from ._walk import _JSON_START, _WS_CHARS, flat_params, is_plain_key, json_root, may_nest, parse_json, path_rule_key
 from .signalr import RS, TYPES
 
 #: Socket.IO EVENT arguments taken here; longer events are decoded in full (paths differ past 32).
@@ -43,7 +43,7 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
             return None
         if state.framing != GENERIC:
             return _invocation_values(text, state, limits) if state.framing == "signalr" else None
-        if text[:1] == "4" and _SOCKETIO_SNIFF.match(text):
+        if looks_like_socketio(text):
             return _event_values(text, None, limits)
         first = text[:1]
         if first in _JSON_START or first in _WS_CHARS:
@@ -88,15 +88,9 @@ def _event_values(text: str, state, limits) -> list[str] | None:
         return None
     if type(args) is not list or not 1 <= len(args) <= MAX_ARGS + 1 or len(args) + 3 > limits.max_params:
         return None
-    budget = limits.max_expanded_bytes
     values = []
-    for value in args:
-        if type(value) is not str or (len(value) > 2 and may_nest(value)):
-            return None
-        budget -= len(value)
-        if len(value) > 1:
-            values.append(value)
-    return values if budget >= 0 else None
+    size = _add_strings(args, values)
+    return values if size is not None and size <= limits.max_expanded_bytes else None
 
 
 def _invocation_values(text: str, state, limits) -> list[str] | None:
@@ -117,15 +111,28 @@ def _invocation_values(text: str, state, limits) -> list[str] | None:
     for key, value in obj.items():
         if key == "type":
             continue
-        if not is_plain_key(key) or "__proto__" in key or "prototype" in key:
+        if not is_plain_key(key) or path_rule_key(key):
             return None
-        for item in (value if type(value) is list else (value,)):
-            if type(item) is not str or (len(item) > 2 and may_nest(item)):
-                return None
-            count += 1
-            size += len(item)
-            if len(item) > 1:
-                values.append(item)
+        items = value if type(value) is list else (value,)
+        added = _add_strings(items, values)
+        if added is None:
+            return None
+        count += len(items)
+        size += added
     if count > limits.max_params or size > limits.max_expanded_bytes:
         return None
     return values
+
+
+def _add_strings(items, values: list[str]) -> int | None:
+    """Append to ``values`` the strings of ``items`` the detector scans (longer than one
+    character); their total length, or None when one is not a string, or has a nested
+    encoding full decoding would follow."""
+    size = 0
+    for item in items:
+        if type(item) is not str or (len(item) > 2 and may_nest(item)):
+            return None
+        size += len(item)
+        if len(item) > 1:
+            values.append(item)
+    return size

@@ -140,18 +140,16 @@ def write_message(hop, payload: bytes, is_binary: bool) -> None:
     (:func:`batch`), else written at once."""
     size = len(payload)
     first = _BINARY if is_binary else _TEXT
-    if hop.factory.isServer:
-        if size < _EXTENDED16:
-            header = bytes((first, size))
-        else:
-            header = bytes((first, _EXTENDED16, size >> 8, size & 0xFF))
+    server = hop.factory.isServer
+    bit = 0 if server else 0x80  # frames to an upstream are masked
+    if size < _EXTENDED16:
+        header = bytes((first, bit | size))
+    else:
+        header = bytes((first, bit | _EXTENDED16, size >> 8, size & 0xFF))
+    if server:
         frame = header + payload
     else:
         key = _getrandbits(32).to_bytes(4, "big")
-        if size < _EXTENDED16:
-            header = bytes((first, 0x80 | size))
-        else:
-            header = bytes((first, 0x80 | _EXTENDED16, size >> 8, size & 0xFF))
         frame = header + key + mask(key, payload)
     transport = hop.transport
     if _batch is not None and type(transport) in _DIRECT and not transport.TLS:
@@ -198,7 +196,7 @@ def end_batch() -> None:
     global _batch
     pending, _batch = _batch, None
     for transport, frames in pending.items():
-        _send(transport, frames[0] if len(frames) == 1 else b"".join(frames))
+        _send(transport, frames)
 
 
 def flush(transport) -> None:
@@ -206,10 +204,11 @@ def flush(transport) -> None:
     if _batch:
         frames = _batch.pop(transport, None)
         if frames is not None:
-            _send(transport, b"".join(frames))
+            _send(transport, frames)
 
 
-def _send(transport, data: bytes) -> None:
+def _send(transport, frames: list[bytes]) -> None:
+    data = frames[0] if len(frames) == 1 else b"".join(frames)
     if not transport.connected or transport.disconnecting or transport._tempDataLen or \
             len(transport.dataBuffer) > transport.offset:
         transport.write(data)  # queued behind earlier data, or going away: Twisted's path

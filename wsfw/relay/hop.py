@@ -217,7 +217,7 @@ class HopMixin:
             return
         relay = self.relay
         if (relay is not None and relay.started and self.state == WebSocketProtocol.STATE_OPEN
-                and self._held_failure is None and not self._halted):
+                and not self._halted):
             self._held_failure = (code, reason)
             self._halted = True
             self.failedByMe = True  # Autobahn then ignores the rest of the bad frame
