@@ -219,14 +219,10 @@ def is_plain_key(k):
 _SCALAR_TEXT = {True: "true", False: "false", None: "null"}
 
 
-def flat_params(prefix, obj, limits, values=False):
+def flat_params(prefix, obj, limits):
     """The params ``walk`` would emit for a flat object of scalars with plain keys (most chat
     messages: ``{"type": "chat", "text": "..."}``), built without the bounded collector, or
-    None when ``obj`` is anything else or a bound could be reached (then walk it).
-
-    ``values``: only the values a detector scans (longer than one character), for the plain-
-    message shortcut (wsfw.decoders.flat); then also None for a key the detector's path rules
-    read (:func:`path_rule_key`)."""
+    None when ``obj`` is anything else or a bound could be reached (then walk it)."""
     if type(obj) is not dict or limits.max_depth < 1 or len(obj) > limits.max_params or len(obj) > 64:
         return None
     params = []
@@ -237,28 +233,30 @@ def flat_params(prefix, obj, limits, values=False):
             suffix = _plain_suffix(k)
         if not suffix:
             return None
-        t = type(v)
-        if t is str:
+        if type(v) is str:
             if len(v) > 2 and limits.max_depth > 1 and may_nest(v):
                 return None
-        elif t is int or t is Num:
-            v = str(v)
-        elif t is float:
-            v = repr(v)
-        elif v is True or v is False or v is None:
-            v = _SCALAR_TEXT[v]
         else:
-            return None
+            v = scalar_text(v)
+            if v is None:
+                return None
         budget -= len(v)
         if budget < 0:
             return None
-        if not values:
-            params.append((prefix + suffix, v))
-        elif path_rule_key(k):
-            return None
-        elif len(v) > 1:
-            params.append(v)
+        params.append((prefix + suffix, v))
     return params
+
+
+def scalar_text(v):
+    """The text ``walk`` emits for a JSON number, boolean or null; None for anything else."""
+    t = type(v)
+    if t is int or t is Num:
+        return str(v)
+    if t is float:
+        return repr(v)
+    if v is True or v is False or v is None:
+        return _SCALAR_TEXT[v]
+    return None
 
 
 def path_rule_key(k):

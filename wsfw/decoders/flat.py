@@ -22,7 +22,7 @@ not yet settled on the connection. ``None`` only means "decode it".
 from __future__ import annotations
 
 from . import GENERIC, looks_like_socketio
-from ._walk import _JSON_START, _WS_CHARS, flat_params, is_plain_key, json_root, may_nest, parse_json, path_rule_key
+from ._walk import _JSON_START, _WS_CHARS, is_plain_key, json_root, may_nest, parse_json, path_rule_key, scalar_text
 from .signalr import RS, TYPES
 
 #: Socket.IO EVENT arguments taken here; longer events are decoded in full (paths differ past 32).
@@ -46,19 +46,17 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
         if looks_like_socketio(text):
             return _event_values(text, None, limits)
         first = text[:1]
+        if first == "{":  # the commonest: an object, no blank before it
+            return _document_values(text, limits)
         if first in _JSON_START or first in _WS_CHARS:
             obj = json_root(text, limits)
             if obj is not None:
-                return _object_values(obj, limits)
+                return flat_values(obj, limits)
         return _text_values(text, limits)
     if framing == "text":
         return _text_values(text, limits)
     if framing == "json":
-        try:
-            obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
-        except ValueError:
-            return None
-        return _object_values(obj, limits)
+        return _document_values(text, limits)
     if framing == "socketio":
         return _event_values(text, state, limits)
     if framing == "signalr":
@@ -74,8 +72,54 @@ def _text_values(text: str, limits) -> list[str] | None:
     return None
 
 
-def _object_values(obj, limits) -> list[str] | None:
-    return flat_params("json", obj, limits, values=True)
+def _document_values(text: str, limits) -> list[str] | None:
+    try:
+        obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
+    except ValueError:
+        return None
+    return flat_values(obj, limits)
+
+
+def flat_values(obj, limits) -> list[str] | None:
+    """The detector's values of a flat object of scalars under plain keys that no path rule
+    reads: what ``wsfw.decoders._walk.flat_params`` would emit, values only (the same
+    conditions, the same texts), or None."""
+    if type(obj) is not dict or limits.max_depth < 2 or len(obj) > limits.max_params or len(obj) > 64:
+        return None
+    values = []
+    budget = limits.max_expanded_bytes
+    keys = _VALUE_KEYS
+    for k, v in obj.items():
+        ok = keys.get(k)
+        if ok is None:
+            ok = _value_key(k)
+        if not ok:
+            return None
+        if type(v) is str:
+            if len(v) > 2 and may_nest(v):
+                return None
+        else:
+            v = scalar_text(v)
+            if v is None:
+                return None
+        budget -= len(v)
+        if len(v) > 1:
+            values.append(v)
+    return values if budget >= 0 else None
+
+
+#: key -> whether flat_values takes it (a plain key no path rule reads): keys repeat.
+_VALUE_KEYS: dict[str, bool] = {}
+_VALUE_KEYS_MAX = 4096
+
+
+def _value_key(k: str) -> bool:
+    ok = is_plain_key(k) and not path_rule_key(k)
+    if len(k) <= 64:
+        if len(_VALUE_KEYS) >= _VALUE_KEYS_MAX:
+            _VALUE_KEYS.clear()
+        _VALUE_KEYS[k] = ok
+    return ok
 
 
 def _event_values(text: str, state, limits) -> list[str] | None:
