@@ -43,10 +43,12 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
             return None
         if state.framing != GENERIC:
             return _invocation_values(text, state, limits) if state.framing == "signalr" else None
-        if looks_like_socketio(text):
-            return _event_values(text, None, limits)
         first = text[:1]
-        if first == "{":  # the commonest: an object, no blank before it
+        if first == "4":
+            # 42[ is the commonest Socket.IO packet, and looks like one: spare the sniffer's regex.
+            if text[:3] == "42[" or looks_like_socketio(text):
+                return _event_values(text, None, limits)
+        elif first == "{":  # the commonest: an object, no blank before it
             return _document_values(text, limits)
         if first in _JSON_START or first in _WS_CHARS:
             obj = json_root(text, limits)

@@ -204,9 +204,20 @@ class Engine:
         return True
 
     def _scan_new(self, value: str) -> tuple:
-        """:meth:`_scan_value`, remembered: a value's hits depend on the value alone, and short
-        values repeat (event names, message types, enum fields, ids)."""
-        hits = self._scan_value(value)
+        """Every rule the value (or one of its decoded variants) matches, as
+        ``(rule_id, class, severity, excerpt)``; ``()`` for a clean value. Remembered: a
+        value's hits depend on the value alone, and short values repeat (event names,
+        message types, enum fields, ids)."""
+        scanned = value[:transforms.MAX_SCAN_CHARS] if len(value) > transforms.MAX_SCAN_CHARS else value
+        first = self._backend.match(scanned.encode("utf-8", "surrogatepass"))
+        if first:  # the shared database also holds rules above this paranoia level, and disabled ones
+            first &= self._relevant
+        # The common case, most messages: no signature, gate or hint fired and
+        # no Unicode folding can change the value, so there is no variant to scan.
+        if not first and (scanned.isascii() or unicodedata.is_normalized("NFKC", scanned)):
+            hits = ()
+        else:
+            hits = self._scan_variants(scanned, first)
         if len(value) <= CACHE_VALUE_MAX:
             cache = self._cache
             if len(cache) >= CACHE_ENTRIES:
@@ -235,21 +246,6 @@ class Engine:
                 if m:
                     found[rid] = Match(detector=cls, rule_id=rid, cls=cls, severity=sev, score=SCORES[sev],
                                        path=path, excerpt=_excerpt(p, m.start(), m.end()))
-
-    def _scan_value(self, value: str) -> tuple:
-        """Every rule the value (or one of its decoded variants) matches, as
-        ``(rule_id, class, severity, excerpt)``; ``()`` for a clean value."""
-        if len(value) > transforms.MAX_SCAN_CHARS:
-            value = value[:transforms.MAX_SCAN_CHARS]
-        data = value.encode("utf-8", "surrogatepass")
-        first = self._backend.match(data)
-        if first:  # the shared database also holds rules above this paranoia level, and disabled ones
-            first &= self._relevant
-        # The common case, most messages: no signature, gate or hint fired and
-        # no Unicode folding can change the value, so there is no variant to scan.
-        if not first and (value.isascii() or unicodedata.is_normalized("NFKC", value)):
-            return ()
-        return self._scan_variants(value, first)
 
     def _scan_variants(self, value: str, first: set[int]) -> tuple:
         """The full pass: act on the first scan's hits, then scan the decoded variants."""
