@@ -21,6 +21,7 @@ scanned against everything.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Sequence
 
@@ -63,6 +64,7 @@ def can_match(pattern: bytes, allowed: frozenset[int]) -> bool:
     return restrict(pattern, allowed) is not None
 
 
+@functools.lru_cache(maxsize=4096)  # engines of every paranoia level and reload share the answers
 def restrict(pattern: bytes, allowed: frozenset[int]) -> bytes | None:
     """``pattern`` as it can match on a text over ``allowed``: every branch, repeat or class
     member that needs another byte left out, so the database for a tier holds less; the same
@@ -80,6 +82,7 @@ def restrict(pattern: bytes, allowed: frozenset[int]) -> bytes | None:
         return pattern
 
 
+@functools.lru_cache(maxsize=4096)
 def case_matters(pattern: bytes) -> bool:
     """Whether caseless matching can change what ``pattern`` matches: a letter outside a class,
     or a class holding a letter without its other case. Hyperscan runs some caseless patterns
