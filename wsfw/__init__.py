@@ -5,4 +5,4 @@ twistd plugin (``twistd wsfw --config PATH``) and configured by an ini file;
 everything else is an implementation detail behind ``wsfw.service.build``.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.5.1"
