@@ -233,13 +233,9 @@ def flat_params(prefix, obj, limits):
             suffix = _plain_suffix(k)
         if not suffix:
             return None
-        if type(v) is str:
-            if len(v) > 2 and limits.max_depth > 1 and may_nest(v):
-                return None
-        else:
-            v = scalar_text(v)
-            if v is None:
-                return None
+        v = flat_text(v, limits.max_depth > 1)
+        if v is None:
+            return None
         budget -= len(v)
         if budget < 0:
             return None
@@ -247,9 +243,13 @@ def flat_params(prefix, obj, limits):
     return params
 
 
-def scalar_text(v):
-    """The text ``walk`` emits for a JSON number, boolean or null; None for anything else."""
+def flat_text(v, nesting):
+    """The text ``walk`` emits for a scalar of a flat object (the string itself; a number,
+    boolean or null spelled as JSON), or None for anything else, or for a string it would
+    also decode further (``nesting``: nested encodings are followed at this depth)."""
     t = type(v)
+    if t is str:
+        return None if nesting and len(v) > 2 and may_nest(v) else v
     if t is int or t is Num:
         return str(v)
     if t is float:

@@ -22,7 +22,7 @@ not yet settled on the connection. ``None`` only means "decode it".
 from __future__ import annotations
 
 from . import GENERIC, looks_like_socketio
-from ._walk import _JSON_START, _WS_CHARS, is_plain_key, json_root, may_nest, parse_json, path_rule_key, scalar_text
+from ._walk import _JSON_START, _WS_CHARS, flat_text, is_plain_key, json_root, may_nest, parse_json, path_rule_key
 from .signalr import RS, TYPES
 
 #: Socket.IO EVENT arguments taken here; longer events are decoded in full (paths differ past 32).
@@ -97,13 +97,9 @@ def flat_values(obj, limits) -> list[str] | None:
             ok = _value_key(k)
         if not ok:
             return None
-        if type(v) is str:
-            if len(v) > 2 and may_nest(v):
-                return None
-        else:
-            v = scalar_text(v)
-            if v is None:
-                return None
+        v = flat_text(v, True)
+        if v is None:
+            return None
         budget -= len(v)
         if len(v) > 1:
             values.append(v)
