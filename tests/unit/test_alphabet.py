@@ -197,3 +197,25 @@ def test_no_parser_keeps_every_pattern(monkeypatch):
     finally:
         restrict.cache_clear()  # forget the answers given without the parser
         case_matters.cache_clear()
+
+
+@pytest.mark.skipif(not HAVE_HYPERSCAN, reason="hyperscan not installed")
+def test_a_tier_hyperscan_refuses_falls_back_to_the_full_database(monkeypatch):
+    """Only the tier's compile fails (the full set compiled first): the back-end still answers,
+    for every text, with the full database."""
+    from wsfw.detect import backend
+
+    real = backend._compile
+    calls = []
+
+    def compile_(patterns, ids):
+        calls.append(len(patterns))
+        if len(calls) > 1:
+            raise RuntimeError("refused")
+        return real(patterns, ids)
+
+    monkeypatch.setattr(backend, "_compile", compile_)
+    tiered = backend.HyperscanBackend([rb"union\s+select", rb"<script"])
+    assert tiered.match(b"1 union select 2") == {0}
+    assert tiered.match(b"<script>") == {1}
+    assert len(calls) == 3

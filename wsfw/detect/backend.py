@@ -132,8 +132,17 @@ class HyperscanBackend:
         if _hs is None:
             raise RuntimeError("hyperscan is not importable")
         self._tiers = Tiers()
-        self._dbs = [_compile([p for _, p in tier], [i for i, _ in tier]) for tier in self._tiers.members(patterns)]
-        self._dbs.append(_compile(patterns, range(len(patterns))))
+        full = _compile(patterns, range(len(patterns)))
+        self._dbs = [self._tier_db(tier, full) for tier in self._tiers.members(patterns)] + [full]
+
+    @staticmethod
+    def _tier_db(tier, full):
+        """A tier's database; the full one when Hyperscan refuses the restricted patterns (a
+        tier only saves time, so a pattern it cannot take must not cost the back-end)."""
+        try:
+            return _compile([p for _, p in tier], [i for i, _ in tier])
+        except Exception:
+            return full
 
     def match(self, data: bytes) -> set[int]:
         hits: set[int] = set()
