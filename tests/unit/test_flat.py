@@ -50,6 +50,8 @@ def wrappings(text: str) -> list[str]:
         text,
         json.dumps({"type": "chat", "user": "u00017", "text": text}, ensure_ascii=False),
         json.dumps({"type": "chat", "n": 12, "f": 1.5, "ok": True, "none": None, "text": text}),
+        json.dumps({"id": "550e8400-e29b-41d4-a716-446655440000", "ts": "2026-11-22T20:05:48Z", "text": text}),
+        "42" + json.dumps(["chat message", "room-7f3a9c2e1b4d5f60", text], ensure_ascii=False),
         json.dumps({"prototype": text}), json.dumps({"a__proto__": text}), json.dumps({"$set": text}),
         json.dumps({"_private": text}), json.dumps({"user name": text}), json.dumps({"text": [text]}),
         json.dumps({"deep": {"text": text}}), json.dumps([text]), " " + json.dumps({"text": text}),
@@ -69,6 +71,27 @@ def wrappings(text: str) -> list[str]:
         json.dumps({"type": 1, "target": "Send", "arguments": [text]}) + RS + json.dumps({"type": 6}) + RS,
         json.dumps({"type": 1, "target": "Send", "arguments": [text]}),
         json.dumps({"protocol": "json", "version": 1}) + RS,
+    ] + stomp_frames(text)
+
+
+def stomp_frames(text: str) -> list[str]:
+    """``text`` in STOMP frames: the shapes the shortcut takes (text or flat JSON bodies under
+    the specs' headers, CRLF, heart-beats, content-length) and those it leaves to full decoding
+    (escapes, other headers, several frames, SockJS, an unfinished frame, nested bodies)."""
+    octets = len(text.encode())
+    body = json.dumps({"type": "chat", "text": text}, ensure_ascii=False)
+    return [
+        f"SEND\ndestination:/queue/chat\ncontent-type:text/plain;charset=utf-8\n\n{text}\x00",
+        f"SEND\ndestination:/queue/chat\ncontent-length:{octets}\n\n{text}\x00\n\n",
+        f"\r\nSEND\r\ndestination:/topic/room-1\r\nreceipt:r-7\r\n\r\n{text}\x00",
+        f"SEND\ndestination:/app/chat\ncontent-type:application/json\n\n{body}\x00",
+        f"SEND\ndestination:/app/chat\ncontent-type:application/json\n\n{json.dumps([text])}\x00",
+        f"SEND\ndestination:{text}\n\nhi\x00", f"SEND\ndestination:/q\nx-user:{text}\n\nhi\x00",
+        f"SEND\ndestination:/q/a\\cb\n\n{text}\x00", f"CONNECT\nlogin:a\\b\npasscode:{text}\n\n\x00",
+        f"SEND\ndestination:/q\n\n{text}\x00SEND\ndestination:/q\n\nx\x00",
+        f"MESSAGE\ndestination:/q\nmessage-id:1\nsubscription:s\n\n{text}\x00",
+        f"SEND\ndestination:/q\n\n{text}", json.dumps([f"SEND\ndestination:/q\n\n{text}\x00"]),
+        f"SEND\ndestination:/q\n\n%3C{text}\x00",
     ]
 
 
@@ -78,12 +101,12 @@ PAYLOADS = [w for text in TEXTS for w in wrappings(text)]
 def settled_state(framing: str):
     """A connection's decoder state after a first message (which may settle the framing)."""
     state = decoders.ConnectionState()
-    first = HANDSHAKE if framing == "signalr" else b"hello"
+    first = {"signalr": HANDSHAKE, "stomp": STOMP_CONNECT}.get(framing, b"hello")
     decoders.decode_message(first, False, framing, decoders.Limits(), state)
     return state
 
 
-@pytest.mark.parametrize("framing", ["auto", "json", "text", "socketio", "signalr"])
+@pytest.mark.parametrize("framing", ["auto", "json", "text", "socketio", "signalr", "stomp"])
 def test_values_are_what_full_decoding_gives_the_detector(framing):
     limits = decoders.Limits()
     answered = 0
@@ -151,6 +174,7 @@ def pipeline(mode="block", *, leaks=False, inspect_upstream=False, extra=None, f
 
 
 HANDSHAKE = b'{"protocol":"json","version":1}\x1e'  # a SignalR connection's first message
+STOMP_CONNECT = b"CONNECT\naccept-version:1.2\nhost:chat\n\n\x00"  # a STOMP connection's
 
 
 def verdicts(pl, direction="client", first=b"hello"):
@@ -166,8 +190,9 @@ def verdicts(pl, direction="client", first=b"hello"):
     return out
 
 
-@pytest.mark.parametrize("framing,first", [("auto", b"hello"), ("auto", HANDSHAKE), ("signalr", HANDSHAKE)],
-                         ids=["auto", "auto-settled-on-signalr", "signalr"])
+@pytest.mark.parametrize("framing,first", [("auto", b"hello"), ("auto", HANDSHAKE), ("signalr", HANDSHAKE),
+                                           ("auto", STOMP_CONNECT), ("stomp", STOMP_CONNECT)],
+                         ids=["auto", "auto-settled-on-signalr", "signalr", "auto-settled-on-stomp", "stomp"])
 @pytest.mark.parametrize("mode", ["block", "detect"])
 @pytest.mark.parametrize("leaks,direction", [(False, "client"), (True, "client"), (True, "upstream")])
 def test_pipeline_verdicts_equal_full_decoding(mode, leaks, direction, framing, first):
@@ -209,3 +234,27 @@ def test_auto_connection_settled_on_signalr():
     decoders.decode_message(HANDSHAKE, False, "auto", limits, state)
     assert state.framing == "signalr"
     assert plain_values(message, "auto", state, limits) == ["Invocation", "Send", "hi there"]
+
+
+def test_auto_connection_settled_on_stomp():
+    """A route with framing auto whose connection a STOMP CONNECT claimed: its plain frames take
+    the shortcut; while a frame is unfinished, the next message is decoded in full."""
+    limits = decoders.Limits()
+    state = decoders.ConnectionState()
+    message = b"SEND\ndestination:/queue/chat\ncontent-type:text/plain\n\nhi there\x00"
+    assert plain_values(message, "auto", state, limits) is None
+    decoders.decode_message(STOMP_CONNECT, False, "auto", limits, state)
+    assert state.framing == "stomp"
+    assert plain_values(message, "auto", state, limits) == ["SEND", "/queue/chat", "text/plain", "hi there"]
+    decoders.decode_message(b"SEND\ndestination:/q\n\nhalf a bo", False, "auto", limits, state)
+    assert plain_values(b"dy\x00", "auto", state, limits) is None
+
+
+def test_ids_and_timestamps_are_plain_unless_they_decode():
+    """Strings of 16 characters without a blank (ids, timestamps, tokens) may hold an encoding:
+    they are walked as full decoding walks them, and only those that decode further refuse."""
+    limits = decoders.Limits()
+    message = {"id": "550e8400-e29b-41d4-a716-446655440000", "ts": "2026-11-22T20:05:48Z", "text": "hi there"}
+    assert plain_values(json.dumps(message).encode(), "json", None, limits) == list(message.values())
+    hidden = dict(message, id="PHN2Zy9vbmxvYWQ9YWxlcnQoMSk+")  # base64 of an XSS payload
+    assert plain_values(json.dumps(hidden).encode(), "json", None, limits) is None

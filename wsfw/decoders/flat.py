@@ -22,8 +22,10 @@ not yet settled on the connection. ``None`` only means "decode it".
 from __future__ import annotations
 
 from . import GENERIC, looks_like_socketio
-from ._walk import _JSON_START, _WS_CHARS, flat_text, is_plain_key, json_root, may_nest, parse_json, path_rule_key
+from ._walk import (_JSON_START, _WS_CHARS, Ctx, Stop, flat_text, is_plain_key, json_root, may_nest, parse_json,
+                    path_rule_key, walk)
 from .signalr import RS, TYPES
+from .stomp import _KNOWN_HEADERS, _SOCKJS_START, _UNESCAPED, COMMANDS, is_json, parse_frames
 
 #: Socket.IO EVENT arguments taken here; longer events are decoded in full (paths differ past 32).
 MAX_ARGS = 32
@@ -42,7 +44,9 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
         if state is None or state.framing is None:
             return None
         if state.framing != GENERIC:
-            return _invocation_values(text, state, limits) if state.framing == "signalr" else None
+            if state.framing == "signalr":
+                return _invocation_values(text, state, limits)
+            return _frame_values(payload, state, limits) if state.framing == "stomp" else None
         first = text[:1]
         if first == "4":
             # 42[ is the commonest Socket.IO packet, and looks like one: spare the sniffer's regex.
@@ -63,6 +67,8 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
         return _event_values(text, state, limits)
     if framing == "signalr":
         return _invocation_values(text, state, limits)
+    if framing == "stomp":
+        return _frame_values(payload, state, limits)
     return None
 
 
@@ -97,9 +103,10 @@ def flat_values(obj, limits) -> list[str] | None:
             ok = _value_key(k)
         if not ok:
             return None
-        v = flat_text(v, True)
-        if v is None:
-            return None
+        t = flat_text(v, False)
+        if t is None or (t is v and not plain_string(v, limits)):
+            return None  # not a scalar, or a string full decoding would decode further
+        v = t
         budget -= len(v)
         if len(v) > 1:
             values.append(v)
@@ -131,7 +138,7 @@ def _event_values(text: str, state, limits) -> list[str] | None:
     if type(args) is not list or not 1 <= len(args) <= MAX_ARGS + 1 or len(args) + 3 > limits.max_params:
         return None
     values = []
-    size = _add_strings(args, values)
+    size = _add_strings(args, values, limits)
     return values if size is not None and size <= limits.max_expanded_bytes else None
 
 
@@ -156,7 +163,7 @@ def _invocation_values(text: str, state, limits) -> list[str] | None:
         if not is_plain_key(key) or path_rule_key(key):
             return None
         items = value if type(value) is list else (value,)
-        added = _add_strings(items, values)
+        added = _add_strings(items, values, limits)
         if added is None:
             return None
         count += len(items)
@@ -166,15 +173,102 @@ def _invocation_values(text: str, state, limits) -> list[str] | None:
     return values
 
 
-def _add_strings(items, values: list[str]) -> int | None:
+def _frame_values(payload: bytes, state, limits) -> list[str] | None:
+    """One complete STOMP frame outside SockJS, on a connection with no unfinished frame, whose
+    headers are the specs' own and ``destination``, without escapes, and whose body is text or
+    a flat JSON object: ``SEND`` / ``destination:/queue/chat`` / ``content-type:text/plain``."""
+    if (state is not None and "stomp" in state.extra) or payload[:1] == b"" or payload[0] in _SOCKJS_START:
+        return None
+    frames, tail, problem = parse_frames(payload, 2)
+    if len(frames) != 1 or tail is not None or problem is not None:
+        return None
+    frame = frames[0]
+    command = COMMANDS[frame.command]
+    values = [command]
+    count, size = 1, len(command)  # the params full decoding emits, and their characters
+    content_type = None
+    if frame.head:
+        escaped = frame.command not in _UNESCAPED
+        for line in frame.head.decode("utf-8").split("\n")[1:]:
+            if line[-1:] == "\r":
+                line = line[:-1]
+            name, _, value = line.partition(":")
+            if (escaped and "\\" in line) or (name != "destination" and name not in _KNOWN_HEADERS):
+                return None  # escapes to undo, or a header name that is a param of its own
+            if name == "content-type" and content_type is None:
+                content_type = value
+            if not plain_string(value, limits):
+                return None
+            count += 1
+            size += len(value)
+            if len(value) > 1:
+                values.append(value)
+    if frame.body:
+        body = frame.body.decode("utf-8")
+        obj = body
+        if content_type is not None and is_json(content_type):
+            try:
+                obj = parse_json(body, limits.max_depth, 4 * limits.max_params + 64)
+            except (ValueError, RecursionError):
+                obj = body
+        if type(obj) is str:
+            if not plain_string(body, limits):
+                return None
+            count += 1
+            size += len(body)
+            if len(body) > 1:
+                values.append(body)
+        else:
+            more = flat_values(obj, limits)
+            if more is None:
+                return None
+            count += len(obj)
+            size += sum(map(len, more)) + len(obj)  # at most one character per value left out
+            values += more
+    if count > limits.max_params or size > limits.max_expanded_bytes:
+        return None
+    return values
+
+
+def _add_strings(items, values: list[str], limits) -> int | None:
     """Append to ``values`` the strings of ``items`` the detector scans (longer than one
     character); their total length, or None when one is not a string, or has a nested
     encoding full decoding would follow."""
     size = 0
     for item in items:
-        if type(item) is not str or (len(item) > 2 and may_nest(item)):
+        if type(item) is not str or not plain_string(item, limits):
             return None
         size += len(item)
         if len(item) > 1:
             values.append(item)
     return size
+
+
+def plain_string(value: str, limits) -> bool:
+    """Whether full decoding emits ``value`` alone, with no nested decoding of it.
+
+    ``may_nest`` is a cheap necessary condition that most prose fails; what passes it (ids,
+    timestamps, content types, tokens: 16 characters without a blank) is walked the way
+    full decoding walks it, and the answer is remembered for short values, which repeat
+    (a connection's destination, content type, user and room ids)."""
+    if len(value) <= 2 or not may_nest(value):
+        return True
+    key = (value, limits)
+    known = _PLAIN_STRINGS.get(key)
+    if known is None:
+        ctx = Ctx(limits)
+        try:
+            walk(ctx, value, "v", 0)
+        except Stop:  # a bound reached: full decoding would say so
+            known = False
+        else:
+            known = len(ctx.params) == 1 and ctx.truncated is None
+        if len(value) <= 128:
+            if len(_PLAIN_STRINGS) >= _VALUE_KEYS_MAX:
+                _PLAIN_STRINGS.clear()
+            _PLAIN_STRINGS[key] = known
+    return known
+
+
+#: (value, limits) -> plain_string's answer, for values up to 128 characters.
+_PLAIN_STRINGS: dict = {}

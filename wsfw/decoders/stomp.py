@@ -186,7 +186,7 @@ def _text(b, binary):
         return (b.decode("latin-1") if binary else b.decode("utf-8", "replace")), True
 
 
-def _is_json(content_type):
+def is_json(content_type):
     ct = content_type.split(";", 1)[0].strip().lower()
     return ct == "application/json" or ct.endswith("+json")
 
@@ -233,7 +233,7 @@ def _emit_frame(ctx, frame, prefix, binary):
         body, b = _text(frame.body, binary)
         bad = bad or b
         value = body
-        if content_type is not None and frame.rest is None and _is_json(content_type):
+        if content_type is not None and frame.rest is None and is_json(content_type):
             try:
                 value = parse_json(body, ctx.max_depth, ctx.nodes)
             except (ValueError, RecursionError):
