@@ -104,7 +104,7 @@ def flat_values(obj, limits) -> list[str] | None:
         if not ok:
             return None
         t = flat_text(v, False)
-        if t is None or (t is v and not plain_string(v, limits)):
+        if t is None or (t is v and len(v) > 2 and may_nest(v) and nests(v, limits)):
             return None  # not a scalar, or a string full decoding would decode further
         v = t
         budget -= len(v)
@@ -197,7 +197,7 @@ def _frame_values(payload: bytes, state, limits) -> list[str] | None:
                 return None  # escapes to undo, or a header name that is a param of its own
             if name == "content-type" and content_type is None:
                 content_type = value
-            if not plain_string(value, limits):
+            if len(value) > 2 and may_nest(value) and nests(value, limits):
                 return None
             count += 1
             size += len(value)
@@ -212,7 +212,7 @@ def _frame_values(payload: bytes, state, limits) -> list[str] | None:
             except (ValueError, RecursionError):
                 obj = body
         if type(obj) is str:
-            if not plain_string(body, limits):
+            if len(body) > 2 and may_nest(body) and nests(body, limits):
                 return None
             count += 1
             size += len(body)
@@ -236,7 +236,7 @@ def _add_strings(items, values: list[str], limits) -> int | None:
     encoding full decoding would follow."""
     size = 0
     for item in items:
-        if type(item) is not str or not plain_string(item, limits):
+        if type(item) is not str or (len(item) > 2 and may_nest(item) and nests(item, limits)):
             return None
         size += len(item)
         if len(item) > 1:
@@ -244,31 +244,30 @@ def _add_strings(items, values: list[str], limits) -> int | None:
     return size
 
 
-def plain_string(value: str, limits) -> bool:
-    """Whether full decoding emits ``value`` alone, with no nested decoding of it.
+def nests(value: str, limits) -> bool:
+    """Whether full decoding emits more than ``value`` itself (a nested decoding of it), for a
+    string that passed ``may_nest``.
 
     ``may_nest`` is a cheap necessary condition that most prose fails; what passes it (ids,
-    timestamps, content types, tokens: 16 characters without a blank) is walked the way
-    full decoding walks it, and the answer is remembered for short values, which repeat
-    (a connection's destination, content type, user and room ids)."""
-    if len(value) <= 2 or not may_nest(value):
-        return True
+    timestamps, content types, tokens: 16 characters without a blank) is walked the way full
+    decoding walks it, and the answer is remembered for short values, which repeat (a
+    connection's destination and content type, user and room ids)."""
     key = (value, limits)
-    known = _PLAIN_STRINGS.get(key)
+    known = _NESTS.get(key)
     if known is None:
         ctx = Ctx(limits)
         try:
             walk(ctx, value, "v", 0)
         except Stop:  # a bound reached: full decoding would say so
-            known = False
+            known = True
         else:
-            known = len(ctx.params) == 1 and ctx.truncated is None
+            known = len(ctx.params) != 1 or ctx.truncated is not None
         if len(value) <= 128:
-            if len(_PLAIN_STRINGS) >= _VALUE_KEYS_MAX:
-                _PLAIN_STRINGS.clear()
-            _PLAIN_STRINGS[key] = known
+            if len(_NESTS) >= _VALUE_KEYS_MAX:
+                _NESTS.clear()
+            _NESTS[key] = known
     return known
 
 
-#: (value, limits) -> plain_string's answer, for values up to 128 characters.
-_PLAIN_STRINGS: dict = {}
+#: (value, limits) -> nests()'s answer, for values up to 128 characters.
+_NESTS: dict = {}
