@@ -2,9 +2,10 @@
 
 Almost every chat message is one of a few shapes: a line of text, a flat JSON
 object of scalars (``{"type": "chat", "user": "u17", "text": "..."}``), a
-Socket.IO event with string arguments (``42["chat message", "..."]``) or a
+Socket.IO event with string arguments (``42["chat message", "..."]``), a
 SignalR invocation with string arguments (``{"type":1,"target":"Send",
-"arguments":["..."]}`` and its 0x1e). For a
+"arguments":["..."]}`` and its 0x1e) or a STOMP ``SEND`` frame with a text or
+flat JSON body. For a
 route whose only inspector is the built-in detector and that has no rules, the
 parameter paths, the ``Decoded`` value and the framework operations are needed
 only when something matched; the pipeline asks :func:`plain_values` for the
@@ -14,7 +15,7 @@ values alone, and decodes the message in full only when one of them matched.
 the detector (``wsfw.inspection.detect.scannable``: the same strings, values of
 one character left out, the ``raw`` copy left out), or ``None`` whenever the
 message is not plainly one of these shapes or anything would make full
-decoding differ: a nested encoding to follow (``may_nest``), a bound that could
+decoding differ: a nested encoding to follow (``may_nest``, then :func:`nests`), a bound that could
 be reached, a key the path rules look at, Socket.IO attachments, a framework
 not yet settled on the connection. ``None`` only means "decode it".
 """
