@@ -71,7 +71,26 @@ def wrappings(text: str) -> list[str]:
         json.dumps({"type": 1, "target": "Send", "arguments": [text]}) + RS + json.dumps({"type": 6}) + RS,
         json.dumps({"type": 1, "target": "Send", "arguments": [text]}),
         json.dumps({"protocol": "json", "version": 1}) + RS,
-    ] + stomp_frames(text)
+    ] + stomp_frames(text) + graphql_operations(text)
+
+
+def graphql_operations(text: str) -> list[str]:
+    """``text`` in graphql-ws operations: variables, query, operationName; and the shapes left
+    to full decoding (extensions, nested variables, a non-string query, other message types)."""
+    query = "subscription OnChat($q: String!) { chat(filter: $q) { id text } }"
+    return [json.dumps(m, ensure_ascii=False) for m in (
+        {"type": "subscribe", "id": "1", "payload": {"query": query, "variables": {"q": text}}},
+        {"id": "7f3a9c2e-1b4d-4f60-9a1e-3c5d7e9f0a2b", "type": "start",
+         "payload": {"variables": {"q": text, "n": 3}, "operationName": "OnChat", "query": query}},
+        {"type": "subscribe", "id": "2", "payload": {"query": text}},
+        {"type": "subscribe", "id": "3", "payload": {"query": query, "variables": None}},
+        {"type": "subscribe", "id": "4", "payload": {"query": query, "variables": {"q": [text]}}},
+        {"type": "subscribe", "id": "5", "payload": {"query": query, "extensions": {"q": text}}},
+        {"type": "subscribe", "id": "6", "payload": {"query": 7, "variables": {"q": text}}},
+        {"type": "subscribe", "id": "7", "payload": {"query": query, "operationName": None}},
+        {"type": "next", "id": "1", "payload": {"data": {"chat": {"text": text}}}},
+        {"type": "subscribe", "id": {"x": text}, "payload": {"query": query}},
+    )]
 
 
 def stomp_frames(text: str) -> list[str]:
@@ -101,12 +120,12 @@ PAYLOADS = [w for text in TEXTS for w in wrappings(text)]
 def settled_state(framing: str):
     """A connection's decoder state after a first message (which may settle the framing)."""
     state = decoders.ConnectionState()
-    first = {"signalr": HANDSHAKE, "stomp": STOMP_CONNECT}.get(framing, b"hello")
+    first = {"signalr": HANDSHAKE, "stomp": STOMP_CONNECT, "graphqlws": GRAPHQL_INIT}.get(framing, b"hello")
     decoders.decode_message(first, False, framing, decoders.Limits(), state)
     return state
 
 
-@pytest.mark.parametrize("framing", ["auto", "json", "text", "socketio", "signalr", "stomp"])
+@pytest.mark.parametrize("framing", ["auto", "json", "text", "socketio", "signalr", "stomp", "graphqlws"])
 def test_values_are_what_full_decoding_gives_the_detector(framing):
     limits = decoders.Limits()
     answered = 0
@@ -175,6 +194,7 @@ def pipeline(mode="block", *, leaks=False, inspect_upstream=False, extra=None, f
 
 HANDSHAKE = b'{"protocol":"json","version":1}\x1e'  # a SignalR connection's first message
 STOMP_CONNECT = b"CONNECT\naccept-version:1.2\nhost:chat\n\n\x00"  # a STOMP connection's
+GRAPHQL_INIT = b'{"type":"connection_init","payload":{}}'  # a graphql-ws connection's
 
 
 def verdicts(pl, direction="client", first=b"hello"):
@@ -191,8 +211,10 @@ def verdicts(pl, direction="client", first=b"hello"):
 
 
 @pytest.mark.parametrize("framing,first", [("auto", b"hello"), ("auto", HANDSHAKE), ("signalr", HANDSHAKE),
-                                           ("auto", STOMP_CONNECT), ("stomp", STOMP_CONNECT)],
-                         ids=["auto", "auto-settled-on-signalr", "signalr", "auto-settled-on-stomp", "stomp"])
+                                           ("auto", STOMP_CONNECT), ("stomp", STOMP_CONNECT),
+                                           ("auto", GRAPHQL_INIT), ("graphqlws", GRAPHQL_INIT)],
+                         ids=["auto", "auto-settled-on-signalr", "signalr", "auto-settled-on-stomp", "stomp",
+                              "auto-settled-on-graphqlws", "graphqlws"])
 @pytest.mark.parametrize("mode", ["block", "detect"])
 @pytest.mark.parametrize("leaks,direction", [(False, "client"), (True, "client"), (True, "upstream")])
 def test_pipeline_verdicts_equal_full_decoding(mode, leaks, direction, framing, first):

@@ -4,8 +4,8 @@ Almost every chat message is one of a few shapes: a line of text, a flat JSON
 object of scalars (``{"type": "chat", "user": "u17", "text": "..."}``), a
 Socket.IO event with string arguments (``42["chat message", "..."]``), a
 SignalR invocation with string arguments (``{"type":1,"target":"Send",
-"arguments":["..."]}`` and its 0x1e) or a STOMP ``SEND`` frame with a text or
-flat JSON body. For a
+"arguments":["..."]}`` and its 0x1e), a STOMP ``SEND`` frame with a text or
+flat JSON body, or a graphql-ws operation with flat variables. For a
 route whose only inspector is the built-in detector and that has no rules, the
 parameter paths, the ``Decoded`` value and the framework operations are needed
 only when something matched; the pipeline asks :func:`plain_values` for the
@@ -25,6 +25,7 @@ from __future__ import annotations
 from . import GENERIC, looks_like_socketio
 from ._walk import (_JSON_START, _WS_CHARS, Ctx, Stop, flat_text, is_plain_key, json_root, may_nest, parse_json,
                     path_rule_key, walk)
+from .graphqlws import _OPERATION_TYPES
 from .signalr import RS, TYPES
 from .stomp import _KNOWN_HEADERS, _SOCKJS_START, _UNESCAPED, COMMANDS, is_json, parse_frames
 
@@ -47,7 +48,9 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
         if state.framing != GENERIC:
             if state.framing == "signalr":
                 return _invocation_values(text, state, limits)
-            return _frame_values(payload, state, limits) if state.framing == "stomp" else None
+            if state.framing == "stomp":
+                return _frame_values(payload, state, limits)
+            return _operation_values(text, limits) if state.framing == "graphqlws" else None
         first = text[:1]
         if first == "4":
             # 42[ is the commonest Socket.IO packet, and looks like one: spare the sniffer's regex.
@@ -70,6 +73,8 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
         return _invocation_values(text, state, limits)
     if framing == "stomp":
         return _frame_values(payload, state, limits)
+    if framing == "graphqlws":
+        return _operation_values(text, limits)
     return None
 
 
@@ -229,6 +234,55 @@ def _frame_values(payload: bytes, state, limits) -> list[str] | None:
     if count > limits.max_params or size > limits.max_expanded_bytes:
         return None
     return values
+
+
+def _operation_values(text: str, limits) -> list[str] | None:
+    """A graphql-ws operation (``subscribe`` / ``start``) with plain top-level members and a
+    payload of a string query, an optional string operationName and flat variables:
+    ``{"type": "subscribe", "id": "1", "payload": {"query": "...", "variables": {"q": "..."}}}``."""
+    if text[:1] != "{" or limits.max_depth < 4:
+        return None
+    try:
+        obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
+    except ValueError:
+        return None
+    if type(obj) is not dict or obj.get("type") not in _OPERATION_TYPES:
+        return None
+    payload = obj.get("payload")
+    if type(payload) is not dict or not payload.keys() <= _PLAIN_OPERATION or type(payload.get("query")) is not str:
+        return None
+    values = flat_values({k: v for k, v in obj.items() if k != "payload"}, limits)  # type, id
+    if values is None:
+        return None
+    count, size = len(obj) - 1, sum(map(len, values)) + len(obj)
+    for key in ("query", "operationName"):  # in the decoder's order; variables come last
+        if key in payload:
+            value = payload[key]
+            if type(value) is not str or (len(value) > 2 and may_nest(value) and nests(value, limits)):
+                return None
+            count += 1
+            size += len(value)
+            if len(value) > 1:
+                values.append(value)
+    variables = payload.get("variables")
+    if variables is not None:
+        more = flat_values(variables, limits)
+        if more is None:
+            return None
+        count += len(variables)
+        size += sum(map(len, more)) + len(variables)
+        values += more
+    elif "variables" in payload:
+        values.append("null")  # walked as JSON null
+        count += 1
+        size += 4
+    if count > limits.max_params or size > limits.max_expanded_bytes:
+        return None
+    return values
+
+
+#: The payload members an operation may have here (extensions and others: decode in full).
+_PLAIN_OPERATION = frozenset(("query", "operationName", "variables"))
 
 
 def _add_strings(items, values: list[str], limits) -> int | None:
