@@ -189,9 +189,8 @@ def _frame_values(payload: bytes, state, limits) -> list[str] | None:
     if len(frames) != 1 or tail is not None or problem is not None:
         return None
     frame = frames[0]
-    command = COMMANDS[frame.command]
-    values = [command]
-    count, size = 1, len(command)  # the params full decoding emits, and their characters
+    values = []
+    strings = [COMMANDS[frame.command]]  # the command, header values, a text body: a param each
     content_type = None
     if frame.head:
         escaped = frame.command not in _UNESCAPED
@@ -203,37 +202,23 @@ def _frame_values(payload: bytes, state, limits) -> list[str] | None:
                 return None  # escapes to undo, or a header name that is a param of its own
             if name == "content-type" and content_type is None:
                 content_type = value
-            if len(value) > 2 and may_nest(value) and nests(value, limits):
-                return None
-            count += 1
-            size += len(value)
-            if len(value) > 1:
-                values.append(value)
-    if frame.body:
-        body = frame.body.decode("utf-8")
-        obj = body
-        if content_type is not None and is_json(content_type):
-            try:
-                obj = parse_json(body, limits.max_depth, 4 * limits.max_params + 64)
-            except (ValueError, RecursionError):
-                obj = body
-        if type(obj) is str:
-            if len(body) > 2 and may_nest(body) and nests(body, limits):
-                return None
-            count += 1
-            size += len(body)
-            if len(body) > 1:
-                values.append(body)
-        else:
-            more = flat_values(obj, limits)
-            if more is None:
-                return None
-            count += len(obj)
-            size += sum(map(len, more)) + len(obj)  # at most one character per value left out
-            values += more
-    if count > limits.max_params or size > limits.max_expanded_bytes:
+            strings.append(value)
+    body = frame.body.decode("utf-8")
+    obj = body
+    if body and content_type is not None and is_json(content_type):
+        try:
+            obj = parse_json(body, limits.max_depth, 4 * limits.max_params + 64)
+        except (ValueError, RecursionError):
+            obj = body
+    if type(obj) is str:
+        if body:
+            strings.append(body)
+        return values if _within(len(strings), _add_strings(strings, values, limits), limits) else None
+    size = _add_strings(strings, values, limits)
+    added = _add_object(obj, values, limits)  # a JSON body: a flat object, or decode in full
+    if size is None or added is None:
         return None
-    return values
+    return values if _within(len(strings) + len(obj), size + added, limits) else None
 
 
 def _operation_values(text: str, limits) -> list[str] | None:
@@ -251,38 +236,44 @@ def _operation_values(text: str, limits) -> list[str] | None:
     payload = obj.get("payload")
     if type(payload) is not dict or not payload.keys() <= _PLAIN_OPERATION or type(payload.get("query")) is not str:
         return None
-    values = flat_values({k: v for k, v in obj.items() if k != "payload"}, limits)  # type, id
-    if values is None:
+    values = []
+    size = _add_object({k: v for k, v in obj.items() if k != "payload"}, values, limits)  # type, id
+    strings = [payload[k] for k in ("query", "operationName") if k in payload]  # the decoder's order
+    added = _add_strings(strings, values, limits)
+    if size is None or added is None:
         return None
-    count, size = len(obj) - 1, sum(map(len, values)) + len(obj)
-    for key in ("query", "operationName"):  # in the decoder's order; variables come last
-        if key in payload:
-            value = payload[key]
-            if type(value) is not str or (len(value) > 2 and may_nest(value) and nests(value, limits)):
-                return None
-            count += 1
-            size += len(value)
-            if len(value) > 1:
-                values.append(value)
+    count, size = len(obj) - 1 + len(strings), size + added
     variables = payload.get("variables")
     if variables is not None:
-        more = flat_values(variables, limits)
-        if more is None:
+        added = _add_object(variables, values, limits)
+        if added is None:
             return None
         count += len(variables)
-        size += sum(map(len, more)) + len(variables)
-        values += more
+        size += added
     elif "variables" in payload:
         values.append("null")  # walked as JSON null
         count += 1
         size += 4
-    if count > limits.max_params or size > limits.max_expanded_bytes:
-        return None
-    return values
+    return values if _within(count, size, limits) else None
 
 
 #: The payload members an operation may have here (extensions and others: decode in full).
 _PLAIN_OPERATION = frozenset(("query", "operationName", "variables"))
+
+
+def _add_object(obj, values: list[str], limits) -> int | None:
+    """Append to ``values`` the detector's values of a flat object (:func:`flat_values`); at
+    least the characters full decoding emits for it (one more per value left out), or None."""
+    more = flat_values(obj, limits)
+    if more is None:
+        return None
+    values += more
+    return sum(map(len, more)) + len(obj)
+
+
+def _within(count: int, size: int | None, limits) -> bool:
+    """Whether ``count`` params of ``size`` characters stay within the decoding bounds."""
+    return size is not None and count <= limits.max_params and size <= limits.max_expanded_bytes
 
 
 def _add_strings(items, values: list[str], limits) -> int | None:
