@@ -420,6 +420,7 @@ _B64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _B64_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _JSON_START = frozenset("{[")
+_NEST_FIRST = _JSON_START | _WS_CHARS  # may_nest's first characters: JSON, or blanks around it
 
 
 def _js_repl(m):
@@ -455,8 +456,7 @@ def b64_text(s):
 def may_nest(s):
     """Cheap necessary condition for nested(): most strings (prose, names, ids) fail it
     without a function call or regex per encoding."""
-    c = s[0]
-    return (c in _JSON_START or c in _WS_CHARS or s[-1] in "]}" or "%" in s or "&" in s or "\\" in s
+    return (s[0] in _NEST_FIRST or s[-1] in "]}" or "%" in s or "&" in s or "\\" in s
             or (len(s) >= 16 and " " not in s))
 
 

@@ -109,10 +109,13 @@ def flat_values(obj, limits) -> list[str] | None:
             ok = _value_key(k)
         if not ok:
             return None
-        t = flat_text(v, False)
-        if t is None or (t is v and len(v) > 2 and may_nest(v) and nests(v, limits)):
-            return None  # not a scalar, or a string full decoding would decode further
-        v = t
+        if type(v) is str:  # the common case, without a call
+            if len(v) > 2 and may_nest(v) and nests(v, limits):
+                return None  # a string full decoding would decode further
+        else:
+            v = flat_text(v, False)
+            if v is None:
+                return None
         budget -= len(v)
         if len(v) > 1:
             values.append(v)
