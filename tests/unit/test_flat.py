@@ -90,6 +90,7 @@ def graphql_operations(text: str) -> list[str]:
         {"type": "subscribe", "id": "7", "payload": {"query": query, "operationName": None}},
         {"type": "next", "id": "1", "payload": {"data": {"chat": {"text": text}}}},
         {"type": "subscribe", "id": {"x": text}, "payload": {"query": query}},
+        {"type": ["subscribe"], "id": "8", "payload": {"query": query, "variables": {"q": text}}},
     )]
 
 

@@ -234,7 +234,7 @@ def _operation_values(text: str, limits) -> list[str] | None:
         obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
     except ValueError:
         return None
-    if type(obj) is not dict or obj.get("type") not in _OPERATION_TYPES:
+    if type(obj) is not dict or type(obj.get("type")) is not str or obj["type"] not in _OPERATION_TYPES:
         return None
     payload = obj.get("payload")
     if type(payload) is not dict or not payload.keys() <= _PLAIN_OPERATION or type(payload.get("query")) is not str:
