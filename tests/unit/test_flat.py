@@ -106,6 +106,7 @@ def stomp_frames(text: str) -> list[str]:
         f"\r\nSEND\r\ndestination:/topic/room-1\r\nreceipt:r-7\r\n\r\n{text}\x00",
         f"SEND\ndestination:/app/chat\ncontent-type:application/json\n\n{body}\x00",
         f"SEND\ndestination:/app/chat\ncontent-type:application/json\n\n{json.dumps([text])}\x00",
+        f"SEND\ndestination:/app/chat\ncontent-type:application/json\n\n{json.dumps(text)}\x00",
         f"SEND\ndestination:{text}\n\nhi\x00", f"SEND\ndestination:/q\nx-user:{text}\n\nhi\x00",
         f"SEND\ndestination:/q/a\\cb\n\n{text}\x00", f"CONNECT\nlogin:a\\b\npasscode:{text}\n\n\x00",
         f"SEND\ndestination:/q\n\n{text}\x00SEND\ndestination:/q\n\nx\x00",

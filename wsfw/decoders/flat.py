@@ -213,9 +213,9 @@ def _frame_values(payload: bytes, state, limits) -> list[str] | None:
             obj = parse_json(body, limits.max_depth, 4 * limits.max_params + 64)
         except (ValueError, RecursionError):
             obj = body
-    if type(obj) is str:
+    if type(obj) is str:  # a text body, or a JSON string: its value is what full decoding walks
         if body:
-            strings.append(body)
+            strings.append(obj)
         return values if _within(len(strings), _add_strings(strings, values, limits), limits) else None
     size = _add_strings(strings, values, limits)
     added = _add_object(obj, values, limits)  # a JSON body: a flat object, or decode in full
