@@ -52,12 +52,9 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
                 return _frame_values(payload, state, limits)
             return _operation_values(text, limits) if state.framing == "graphqlws" else None
         first = text[:1]
-        if first == "4":
-            # 42[ is the commonest Socket.IO packet, and looks like one: spare the sniffer's regex.
-            if text[:3] == "42[" or looks_like_socketio(text):
-                return _event_values(text, None, limits)
-        elif first == "{":  # the commonest: an object, no blank before it
-            return _document_values(text, limits)
+        # 42[ is the commonest Socket.IO packet, and looks like one: spare the sniffer's regex.
+        if first == "4" and (text[:3] == "42[" or looks_like_socketio(text)):
+            return _event_values(text, None, limits)
         if first in _JSON_START or first in _WS_CHARS:
             obj = json_root(text, limits)
             if obj is not None:
@@ -66,7 +63,7 @@ def plain_values(payload: bytes, framing: str, state, limits) -> list[str] | Non
     if framing == "text":
         return _text_values(text, limits)
     if framing == "json":
-        return _document_values(text, limits)
+        return flat_values(json_root(text, limits), limits)
     if framing == "socketio":
         return _event_values(text, state, limits)
     if framing == "signalr":
@@ -84,14 +81,6 @@ def _text_values(text: str, limits) -> list[str] | None:
             and (limits.max_depth <= 0 or len(text) <= 2 or not may_nest(text))):
         return [text] if len(text) > 1 else []
     return None
-
-
-def _document_values(text: str, limits) -> list[str] | None:
-    try:
-        obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
-    except ValueError:
-        return None
-    return flat_values(obj, limits)
 
 
 def flat_values(obj, limits) -> list[str] | None:
@@ -124,13 +113,13 @@ def flat_values(obj, limits) -> list[str] | None:
 
 #: key -> whether flat_values takes it (a plain key no path rule reads): keys repeat.
 _VALUE_KEYS: dict[str, bool] = {}
-_VALUE_KEYS_MAX = 4096
+_CACHE_MAX = 4096  # entries of each of this module's caches
 
 
 def _value_key(k: str) -> bool:
     ok = is_plain_key(k) and not path_rule_key(k)
     if len(k) <= 64:
-        if len(_VALUE_KEYS) >= _VALUE_KEYS_MAX:
+        if len(_VALUE_KEYS) >= _CACHE_MAX:
             _VALUE_KEYS.clear()
         _VALUE_KEYS[k] = ok
     return ok
@@ -140,10 +129,7 @@ def _event_values(text: str, state, limits) -> list[str] | None:
     """``42[<event name>, <string>...]`` on the default namespace, without an ack id."""
     if text[:3] != '42[' or (state is not None and state.pending is not None) or limits.max_depth < 2:
         return None
-    try:
-        args = parse_json(text[2:], limits.max_depth, 4 * limits.max_params + 64)
-    except ValueError:
-        return None
+    args = json_root(text[2:], limits)
     if type(args) is not list or not 1 <= len(args) <= MAX_ARGS + 1 or len(args) + 3 > limits.max_params:
         return None
     values = []
@@ -158,10 +144,7 @@ def _invocation_values(text: str, state, limits) -> list[str] | None:
     if (state is not None and (st is None or st.discard or st.text.size)) or limits.max_depth < 2 \
             or text.find(RS) != len(text) - 1:
         return None  # state to keep (or none yet), more than one record, or none complete
-    try:
-        obj = parse_json(text[:-1], limits.max_depth, 4 * limits.max_params + 64)
-    except ValueError:
-        return None
+    obj = json_root(text[:-1], limits)
     if type(obj) is not dict or type(obj.get("type")) is not int or obj["type"] != 1:
         return None
     values = [TYPES[1]]
@@ -169,7 +152,7 @@ def _invocation_values(text: str, state, limits) -> list[str] | None:
     for key, value in obj.items():
         if key == "type":
             continue
-        if not is_plain_key(key) or path_rule_key(key):
+        if not _value_key(key):
             return None
         items = value if type(value) is list else (value,)
         added = _add_strings(items, values, limits)
@@ -177,9 +160,7 @@ def _invocation_values(text: str, state, limits) -> list[str] | None:
             return None
         count += len(items)
         size += added
-    if count > limits.max_params or size > limits.max_expanded_bytes:
-        return None
-    return values
+    return values if _within(count, size, limits) else None
 
 
 def _frame_values(payload: bytes, state, limits) -> list[str] | None:
@@ -228,12 +209,9 @@ def _operation_values(text: str, limits) -> list[str] | None:
     """A graphql-ws operation (``subscribe`` / ``start``) with plain top-level members and a
     payload of a string query, an optional string operationName and flat variables:
     ``{"type": "subscribe", "id": "1", "payload": {"query": "...", "variables": {"q": "..."}}}``."""
-    if text[:1] != "{" or limits.max_depth < 4:
+    if limits.max_depth < 4:
         return None
-    try:
-        obj = parse_json(text, limits.max_depth, 4 * limits.max_params + 64)
-    except ValueError:
-        return None
+    obj = json_root(text, limits)
     if type(obj) is not dict or type(obj.get("type")) is not str or obj["type"] not in _OPERATION_TYPES:
         return None
     payload = obj.get("payload")
@@ -312,7 +290,7 @@ def nests(value: str, limits) -> bool:
         else:
             known = len(ctx.params) != 1 or ctx.truncated is not None
         if len(value) <= 128:
-            if len(_NESTS) >= _VALUE_KEYS_MAX:
+            if len(_NESTS) >= _CACHE_MAX:
                 _NESTS.clear()
             _NESTS[key] = known
     return known
